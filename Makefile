@@ -1,0 +1,27 @@
+# Two commands on a fresh machine: `make test` and `make serve`. Everything installs into .venv.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.sarveg-installed
+export BENTOML_DO_NOT_TRACK := true
+
+.PHONY: install test serve lint models clean-venv
+
+install: $(STAMP)
+
+# pip takes torch 2.14.1 / torchvision 0.29.1 from the local disk (DEVELOPERS.md); uv/poetry would download.
+$(STAMP): pyproject.toml Makefile
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet torch==2.14.1 torchvision==0.29.1
+	$(PY) -m pip install --quiet -e '.[train,serve,dev]'
+	touch $(STAMP)
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check sarveg training serving tests bench
+
+clean-venv:
+	rm -rf $(VENV)

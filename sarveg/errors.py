@@ -1,0 +1,11 @@
+"""The one exception type raised for bad input anywhere in sarveg."""
+
+from __future__ import annotations
+
+
+class TileError(ValueError):
+    """Input that cannot be read as a SAR tile.
+
+    The message always names what was expected and what was found, and never names a server's
+    temporary path, so it can be shown to the user as it is.
+    """

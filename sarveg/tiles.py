@@ -1,0 +1,414 @@
+"""Reading one SAR tile, from a path or from the bytes of an upload, into model channels.
+
+``read_tile`` accepts every encoding the geetiles / sartiles tools produce (DESIGN section 3):
+
+- S1GRD, 16 bands ``{season}_{pol}{dir}``: float32 dB; integer dB cast to uint16 (negative values
+  wrapped, reinterpreted as int16); uint8 scaled from [-30, 0] dB to [0, 255]. Masked pixels are 0
+  in every band, or NaN.
+- S1GRD already derived to the 12 model channels (``bands.S1GRD_CHANNELS``), float dB.
+- GSSIC as a sartiles NetCDF (``coherence(season, deltadays, y, x)``, uint8 coherence x 100,
+  0 = nodata) or as an 8-band GeoTIFF of the model channels (uint8 x 100 or float 0..1).
+
+Bands are matched by their GDAL descriptions when present, by count otherwise. Every failure is a
+``TileError`` naming what was expected and what was found; messages never contain the server-side
+location of an upload.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import rasterio
+from affine import Affine
+from rasterio.crs import CRS
+from rasterio.errors import NotGeoreferencedWarning, RasterioError
+from rasterio.io import DatasetReader, MemoryFile
+
+from sarveg import bands
+from sarveg.errors import TileError
+
+MIN_SIDE_PX = 16
+# Refuse to decode rasters whose declared size exceeds this many values (bands x height x width):
+# a hostile header can declare gigapixels in a few bytes.
+MAX_DECODE_VALUES = 16 * 4096 * 4096
+UINT8_DB_RANGE = (-30.0, 0.0)
+DB_VALID_RANGE = (-100.0, 60.0)
+
+TIFF_MAGICS = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
+NETCDF_MAGICS = (b"CDF\x01", b"CDF\x02", b"CDF\x05", b"\x89HDF\r\n\x1a\n")
+EPSG_4326 = CRS.from_epsg(4326)
+
+
+@dataclass(frozen=True)
+class Tile:
+    """A decoded tile in model channel order.
+
+    Attributes:
+        array: float32 ``(C, H, W)`` in physical units (dB for S1GRD, coherence 0..1 for GSSIC),
+            NaN where nodata.
+        band_names: the channel names, ``bands.CHANNELS[modality]``.
+        modality: ``"s1grd"`` or ``"gssic"``.
+        crs: coordinate reference system of the raster (EPSG:4326 assumed for NetCDF without one).
+        transform: affine pixel-to-CRS transform.
+        encoding: how the source stored the values, e.g. ``"s1grd-16band-uint16-db"``.
+
+    """
+
+    array: np.ndarray
+    band_names: tuple[str, ...]
+    modality: str
+    crs: CRS | None
+    transform: Affine
+    encoding: str
+
+    @property
+    def bounds(self) -> tuple[float, float, float, float]:
+        """``(left, bottom, right, top)`` in CRS units."""
+        _, h, w = self.array.shape
+        left, top = self.transform @ (0, 0)
+        right, bottom = self.transform @ (w, h)
+        return (min(left, right), min(bottom, top), max(left, right), max(bottom, top))
+
+
+def check_modality(modality: str | None) -> str | None:
+    """Return ``modality`` if it is known (or None), else raise a ``TileError``."""
+    if modality is not None and modality not in bands.MODALITIES:
+        raise TileError(
+            f"unknown modality {modality!r}: expected one of {', '.join(bands.MODALITIES)}"
+        )
+    return modality
+
+
+def sniff_format(head: bytes) -> str:
+    """Classify a file by its first bytes: ``"tiff"``, ``"netcdf"`` or raise ``TileError``."""
+    if not head:
+        raise TileError("empty input: expected a GeoTIFF or NetCDF file, found 0 bytes")
+    if head.startswith(TIFF_MAGICS):
+        return "tiff"
+    if head.startswith(NETCDF_MAGICS):
+        return "netcdf"
+    raise TileError(
+        "not a raster: expected a GeoTIFF (TIFF magic bytes) or a NetCDF file, "
+        f"found data starting with {head[:8]!r}"
+    )
+
+
+def read_tile(
+    source: str | Path | bytes,
+    *,
+    modality: str | None = None,
+    max_values: int = MAX_DECODE_VALUES,
+) -> Tile:
+    """Read a tile from a path or from in-memory bytes.
+
+    Args:
+        source: path to a GeoTIFF / NetCDF file, or the file's bytes (read through GDAL's
+            in-memory filesystem, no temporary files).
+        modality: ``"s1grd"`` or ``"gssic"`` to insist on one; None infers it from the bands.
+        max_values: refuse rasters declaring more than this many values before decoding pixels.
+
+    Returns:
+        The decoded ``Tile`` in model channel order.
+
+    Raises:
+        TileError: for anything that is not a readable SAR tile; the message says what was
+            expected and what was found.
+
+    """
+    check_modality(modality)
+    with open_raster(source) as (dataset, kind):
+        if kind == "netcdf":
+            tile = decode_gssic_netcdf(dataset, max_values)
+        else:
+            tile = decode_geotiff(dataset, max_values)
+    if modality is not None and tile.modality != modality:
+        raise TileError(
+            f"expected a {modality} tile, found {tile.modality} bands "
+            f"({len(tile.band_names)} channels, encoding {tile.encoding})"
+        )
+    check_values(tile)
+    return tile
+
+
+@contextlib.contextmanager
+def open_raster(source: str | Path | bytes) -> Iterator[tuple[DatasetReader, str]]:
+    """Open a GeoTIFF or a NetCDF ``coherence`` variable, turning GDAL errors into TileError."""
+    if isinstance(source, bytes | bytearray | memoryview):
+        data = bytes(source)
+        kind = sniff_format(data[:8])
+        with MemoryFile(data) as memfile, open_dataset(memfile.name, kind) as dataset:
+            yield dataset, kind
+        return
+    path = Path(source)
+    if not path.is_file():
+        raise TileError(f"expected a GeoTIFF or NetCDF file, found no file at {path}")
+    with path.open("rb") as handle:
+        kind = sniff_format(handle.read(8))
+    with open_dataset(str(path), kind) as dataset:
+        yield dataset, kind
+
+
+@contextlib.contextmanager
+def open_dataset(name: str, kind: str) -> Iterator[DatasetReader]:
+    """Open ``name`` with rasterio; GDAL's own messages are not passed on (they name paths)."""
+    target = f'NETCDF:"{name}":coherence' if kind == "netcdf" else name
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            dataset = rasterio.open(target)
+    except RasterioError:
+        what = (
+            "a NetCDF file with a 'coherence' variable"
+            if kind == "netcdf"
+            else "a readable GeoTIFF"
+        )
+        raise TileError(
+            f"could not decode the raster: expected {what}, found corrupt, "
+            "truncated or unsupported data"
+        ) from None
+    try:
+        yield dataset
+    finally:
+        dataset.close()
+
+
+def check_shape(dataset: DatasetReader, max_values: int) -> None:
+    """Refuse tiny or huge rasters using only the header."""
+    h, w, c = dataset.height, dataset.width, dataset.count
+    if h < MIN_SIDE_PX or w < MIN_SIDE_PX:
+        raise TileError(
+            f"tile too small: expected at least {MIN_SIDE_PX} x {MIN_SIDE_PX} pixels, "
+            f"found {h} x {w}"
+        )
+    if h * w * c > max_values:
+        raise TileError(
+            f"raster too large to decode as one tile: expected at most {max_values:,} values "
+            f"(bands x height x width), found {c} x {h} x {w} = {c * h * w:,}"
+        )
+
+
+def read_all(dataset: DatasetReader, indexes: list[int] | None = None) -> np.ndarray:
+    """Read bands (1-based ``indexes``); decode failures of truncated files become TileError."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            return dataset.read(indexes)
+    except RasterioError:
+        raise TileError(
+            "could not decode the raster pixels: expected complete image data, "
+            "found a corrupt or truncated file"
+        ) from None
+
+
+def normalised_descriptions(dataset: DatasetReader) -> list[str] | None:
+    """Lower-cased band descriptions, or None when the file carries none."""
+    descriptions = [(d or "").strip().lower() for d in dataset.descriptions]
+    return descriptions if any(descriptions) else None
+
+
+def decode_geotiff(dataset: DatasetReader, max_values: int) -> Tile:
+    """Identify the band layout of a GeoTIFF and decode it to model channels."""
+    check_shape(dataset, max_values)
+    names = normalised_descriptions(dataset)
+    count = dataset.count
+    layouts = {
+        "s1grd-16band": bands.S1GRD_RAW_BANDS,
+        "s1grd-12band": bands.S1GRD_CHANNELS,
+        "gssic-8band": bands.GSSIC_CHANNELS,
+    }
+    layout = None
+    if names is not None:
+        for key, expected in layouts.items():
+            if set(expected) <= set(names):
+                layout = key
+                break
+        if layout is None:
+            raise TileError(
+                "unrecognised band names: expected the 16 geetiles S1GRD bands "
+                f"({', '.join(bands.S1GRD_RAW_BANDS[:2])}, ...), the 12 S1GRD model channels or "
+                f"the 8 GSSIC channels ({', '.join(bands.GSSIC_CHANNELS[:2])}, ...); "
+                f"found {count} bands named {', '.join(n or '<none>' for n in names[:6])}"
+                + (", ..." if count > 6 else "")
+            )
+        wanted = [names.index(n) + 1 for n in layouts[layout]]
+    else:
+        by_count = {16: "s1grd-16band", 12: "s1grd-12band", 8: "gssic-8band"}
+        if count not in by_count:
+            raise TileError(
+                "wrong band count: expected 16 (geetiles S1GRD), 12 (S1GRD model channels) or "
+                f"8 (GSSIC) bands, found {count} bands without names"
+            )
+        layout = by_count[count]
+        wanted = list(range(1, count + 1))
+    dtype = np.dtype(dataset.dtypes[wanted[0] - 1])
+    raw = read_all(dataset, wanted)  # (C, H, W)
+    if layout.startswith("gssic"):
+        array, encoding = decode_coherence(raw, dtype), f"{layout}-{dtype.name}"
+        modality = "gssic"
+    else:
+        array, encoding = decode_sigma0_db(raw, dtype), f"{layout}-{dtype.name}-db"
+        modality = "s1grd"
+        if layout == "s1grd-16band":
+            array = derive_s1grd_channels(array)
+    return Tile(
+        array=array,
+        band_names=bands.CHANNELS[modality],
+        modality=modality,
+        crs=dataset.crs,
+        transform=dataset.transform,
+        encoding=encoding,
+    )
+
+
+def decode_sigma0_db(raw: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """Turn stored S1GRD values into float32 dB with NaN nodata.
+
+    A pixel that is 0 in every band is the chip mask (geetiles sets no nodata value); a single
+    band at exactly 0 dB is a legitimate bright target and is kept.
+    """
+    if dtype == np.uint16:
+        # Integer dB cast to uint16: negative values wrapped around, so reinterpret the bits.
+        values = raw.view(np.int16).astype(np.float32)
+    elif dtype == np.int16:
+        values = raw.astype(np.float32)
+    elif dtype == np.uint8:
+        low, high = UINT8_DB_RANGE
+        values = low + raw.astype(np.float32) * ((high - low) / 255.0)
+    elif dtype in (np.float32, np.float64):
+        values = raw.astype(np.float32)
+    else:
+        raise TileError(
+            f"unsupported data type for S1GRD: expected float32 dB, uint16/int16 integer dB or "
+            f"uint8 scaled dB, found {dtype.name}"
+        )
+    masked = np.all(raw == 0, axis=0)  # (H, W)
+    values[:, masked] = np.nan
+    return values
+
+
+def decode_coherence(raw: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """Turn stored coherence (uint8 x 100 or float 0..1) into float32 0..1 with NaN nodata."""
+    if dtype == np.uint8:
+        values = raw.astype(np.float32) / 100.0
+    elif dtype in (np.float32, np.float64):
+        values = raw.astype(np.float32)
+    else:
+        raise TileError(
+            "unsupported data type for GSSIC coherence: expected uint8 (coherence x 100) or "
+            f"float 0..1, found {dtype.name}"
+        )
+    values[raw == 0] = np.nan  # sartiles: 0 = nodata
+    return values
+
+
+def derive_s1grd_channels(raw_db: np.ndarray) -> np.ndarray:
+    """Derive the 12 model channels from the 16 geetiles bands (ascending orbit only).
+
+    Args:
+        raw_db: ``(16, H, W)`` dB in ``bands.S1GRD_RAW_BANDS`` order.
+
+    Returns:
+        ``(12, H, W)`` in ``bands.S1GRD_CHANNELS`` order: vv x4 seasons, vh x4, vv - vh x4.
+
+    """
+    index = {name: i for i, name in enumerate(bands.S1GRD_RAW_BANDS)}
+    vv = raw_db[[index[f"{s}_vvasc"] for s in bands.S1GRD_SEASONS]]  # (4, H, W)
+    vh = raw_db[[index[f"{s}_vhasc"] for s in bands.S1GRD_SEASONS]]  # (4, H, W)
+    return np.concatenate([vv, vh, vv - vh], axis=0).astype(np.float32)
+
+
+def decode_gssic_netcdf(dataset: DatasetReader, max_values: int) -> Tile:
+    """Decode sartiles' ``coherence(season, deltadays, y, x)`` to the 8 GSSIC channels."""
+    check_shape(dataset, max_values)
+    band_keys: dict[tuple[str, int], int] = {}
+    season_values: list[str] = []
+    for i in range(1, dataset.count + 1):
+        tags = dataset.tags(i)
+        season_raw = tags.get("NETCDF_DIM_season")
+        days_raw = tags.get("NETCDF_DIM_deltadays")
+        if season_raw is None or days_raw is None:
+            dims = [k[len("NETCDF_DIM_") :] for k in sorted(tags) if k.startswith("NETCDF_DIM_")]
+            raise TileError(
+                "unexpected NetCDF structure: expected variable "
+                f"coherence(season, deltadays, y, x), found extra dimensions {dims}"
+            )
+        if season_raw not in season_values:
+            season_values.append(season_raw)
+        band_keys[(season_raw, int(float(days_raw)))] = i
+    if len(season_values) != len(bands.GSSIC_NC_SEASONS):
+        raise TileError(
+            f"unexpected NetCDF seasons: expected {len(bands.GSSIC_NC_SEASONS)} "
+            f"({', '.join(bands.GSSIC_NC_SEASONS)}), found {len(season_values)}"
+        )
+    # Seasons are stored as an index (or as names); position follows sartiles' order.
+    season_name = {
+        value: value if value in bands.GSSIC_NC_SEASONS else bands.GSSIC_NC_SEASONS[pos]
+        for pos, value in enumerate(season_values)
+    }
+    lookup = {(season_name[s], d): i for (s, d), i in band_keys.items()}
+    wanted = []
+    for days in bands.GSSIC_DELTADAYS_USED:
+        for season in bands.S1GRD_SEASONS:
+            if (season, days) not in lookup:
+                raise TileError(
+                    f"missing coherence band: expected season {season!r} at {days} days, found "
+                    f"deltadays {sorted({d for _, d in lookup})}"
+                )
+            wanted.append(lookup[(season, days)])
+    dtype = np.dtype(dataset.dtypes[0])
+    raw = read_all(dataset, wanted)  # (8, H, W)
+    if dtype.kind == "f" and np.nanmax(raw, initial=0.0) > 1.5:
+        raw = raw / 100.0  # float coherence x 100
+    array = decode_coherence(raw, dtype)
+    transform = dataset.transform
+    # NetCDF row order: GDAL reports a north-up transform when y is stored ascending or
+    # descending; it flips rows itself, so the transform can be used as it is.
+    return Tile(
+        array=array,
+        band_names=bands.GSSIC_CHANNELS,
+        modality="gssic",
+        crs=dataset.crs or EPSG_4326,
+        transform=transform,
+        encoding=f"gssic-netcdf-{dtype.name}",
+    )
+
+
+def check_values(tile: Tile) -> None:
+    """Reject all-nodata tiles, infinities and values outside the modality's physical range."""
+    array = tile.array
+    finite = np.isfinite(array)
+    if np.isinf(array).any():
+        raise TileError(
+            "non-finite values: expected finite values or NaN for nodata, "
+            f"found {int(np.isinf(array).sum())} infinite values"
+        )
+    if not finite.any():
+        raise TileError(
+            f"all pixels are nodata: expected at least some valid {tile.modality} values, "
+            "found only 0 / NaN"
+        )
+    valid = array[finite]
+    if tile.modality == "s1grd":
+        low, high = DB_VALID_RANGE
+        if valid.min() < low or valid.max() > high:
+            raise TileError(
+                f"sigma0 out of range: expected dB values within [{low:g}, {high:g}], found "
+                f"[{valid.min():.4g}, {valid.max():.4g}]"
+            )
+        vv = array[:4][np.isfinite(array[:4])]
+        if vv.size and np.mean(vv >= 0.0) > 0.95:
+            raise TileError(
+                "sigma0 does not look like dB: expected mostly negative VV values, found "
+                f"{np.mean(vv >= 0.0):.0%} non-negative (linear power? convert with 10*log10)"
+            )
+    else:
+        if valid.min() < 0.0 or valid.max() > 1.0 + 1e-6:
+            raise TileError(
+                "coherence out of range: expected values in [0, 1] (or uint8 x 100), found "
+                f"[{valid.min():.4g}, {valid.max():.4g}]"
+            )
