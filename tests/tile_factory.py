@@ -79,3 +79,46 @@ def coherence_x100(side: int = SIDE, seed: int = 0) -> np.ndarray:
     base = rng.uniform(0.2, 0.8, size=(4, 1, side, side))
     decay = np.array([1.0, 0.8, 0.7, 0.6]).reshape(1, 4, 1, 1)
     return np.clip(np.round(base * decay * 100), 1, 100).astype(np.uint8)
+
+
+def write_layout(
+    root: Path,
+    region: str,
+    identifiers: list[str],
+    splits: dict[str, str],
+    label_codes: dict[str, np.ndarray],
+    skip_tiles: tuple[str, ...] = (),
+) -> Path:
+    """Write a minimal geetiles layout for one region; returns the partitions GeoJSON path."""
+    import json
+
+    stem = f"{region}_partitions_test_0123456789"
+    features = []
+    for i, identifier in enumerate(identifiers):
+        x0, y0 = 10.0 + 0.05 * i, 47.0
+        ring = [[x0, y0], [x0 + 0.04, y0], [x0 + 0.04, y0 + 0.04], [x0, y0 + 0.04], [x0, y0]]
+        features.append(
+            {
+                "type": "Feature",
+                "properties": {"identifier": identifier, "area_km2": 13.6},
+                "geometry": {"type": "Polygon", "coordinates": [ring]},
+            }
+        )
+    geojson = root / f"{stem}.geojson"
+    geojson.write_text(json.dumps({"type": "FeatureCollection", "features": features}))
+    rows = "".join(f"{k},{v}\n" for k, v in splits.items())
+    (root / f"{stem}_splits.csv").write_text("identifier,split\n" + rows)
+    tiles = root / stem / "s1grd-2020"
+    labels = root / stem / "modis44b-2020"
+    tiles.mkdir(parents=True)
+    labels.mkdir(parents=True)
+    for i, identifier in enumerate(identifiers):
+        if identifier not in skip_tiles:
+            write_geotiff(tiles / f"{identifier}.tif", s1grd_db(seed=i), bands.S1GRD_RAW_BANDS)
+        if identifier in label_codes:
+            write_geotiff(
+                labels / f"{identifier}.tif",
+                label_codes[identifier][None],
+                ["Percent_Tree_Cover_2020"],
+            )
+    return geojson
