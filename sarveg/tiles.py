@@ -211,22 +211,48 @@ def normalised_descriptions(dataset: DatasetReader) -> list[str] | None:
     return descriptions if any(descriptions) else None
 
 
-def decode_geotiff(dataset: DatasetReader, max_values: int) -> Tile:
-    """Identify the band layout of a GeoTIFF and decode it to model channels."""
-    check_shape(dataset, max_values)
+@dataclass(frozen=True)
+class BandLayout:
+    """Which stored bands feed the model channels, and how they are encoded.
+
+    Attributes:
+        name: ``"s1grd-16band"``, ``"s1grd-12band"`` or ``"gssic-8band"``.
+        indexes: 1-based band indexes to read, in the order the decoder expects.
+        dtype: the stored data type.
+    """
+
+    name: str
+    indexes: tuple[int, ...]
+    dtype: np.dtype
+
+    @property
+    def modality(self) -> str:
+        """``"gssic"`` or ``"s1grd"``."""
+        return "gssic" if self.name.startswith("gssic") else "s1grd"
+
+    @property
+    def encoding(self) -> str:
+        """A short description such as ``s1grd-16band-uint16-db``."""
+        suffix = "" if self.modality == "gssic" else "-db"
+        return f"{self.name}-{self.dtype.name}{suffix}"
+
+
+GEOTIFF_LAYOUTS: dict[str, tuple[str, ...]] = {
+    "s1grd-16band": bands.S1GRD_RAW_BANDS,
+    "s1grd-12band": bands.S1GRD_CHANNELS,
+    "gssic-8band": bands.GSSIC_CHANNELS,
+}
+
+
+def identify_layout(dataset: DatasetReader) -> BandLayout:
+    """Match a GeoTIFF's bands to a known layout by description, or by count without any."""
     names = normalised_descriptions(dataset)
     count = dataset.count
-    layouts = {
-        "s1grd-16band": bands.S1GRD_RAW_BANDS,
-        "s1grd-12band": bands.S1GRD_CHANNELS,
-        "gssic-8band": bands.GSSIC_CHANNELS,
-    }
-    layout = None
     if names is not None:
-        for key, expected in layouts.items():
-            if set(expected) <= set(names):
-                layout = key
-                break
+        layout = next(
+            (key for key, expected in GEOTIFF_LAYOUTS.items() if set(expected) <= set(names)),
+            None,
+        )
         if layout is None:
             raise TileError(
                 "unrecognised band names: expected the 16 geetiles S1GRD bands "
@@ -235,7 +261,7 @@ def decode_geotiff(dataset: DatasetReader, max_values: int) -> Tile:
                 f"found {count} bands named {', '.join(n or '<none>' for n in names[:6])}"
                 + (", ..." if count > 6 else "")
             )
-        wanted = [names.index(n) + 1 for n in layouts[layout]]
+        indexes = tuple(names.index(n) + 1 for n in GEOTIFF_LAYOUTS[layout])
     else:
         by_count = {16: "s1grd-16band", 12: "s1grd-12band", 8: "gssic-8band"}
         if count not in by_count:
@@ -244,24 +270,30 @@ def decode_geotiff(dataset: DatasetReader, max_values: int) -> Tile:
                 f"8 (GSSIC) bands, found {count} bands without names"
             )
         layout = by_count[count]
-        wanted = list(range(1, count + 1))
-    dtype = np.dtype(dataset.dtypes[wanted[0] - 1])
-    raw = read_all(dataset, wanted)  # (C, H, W)
-    if layout.startswith("gssic"):
-        array, encoding = decode_coherence(raw, dtype), f"{layout}-{dtype.name}"
-        modality = "gssic"
-    else:
-        array, encoding = decode_sigma0_db(raw, dtype), f"{layout}-{dtype.name}-db"
-        modality = "s1grd"
-        if layout == "s1grd-16band":
-            array = derive_s1grd_channels(array)
+        indexes = tuple(range(1, count + 1))
+    return BandLayout(layout, indexes, np.dtype(dataset.dtypes[indexes[0] - 1]))
+
+
+def decode_bands(raw: np.ndarray, layout: BandLayout) -> np.ndarray:
+    """Decode stored values of ``layout`` (``(len(indexes), H, W)``) to model channels."""
+    if layout.modality == "gssic":
+        return decode_coherence(raw, layout.dtype)
+    array = decode_sigma0_db(raw, layout.dtype)
+    return derive_s1grd_channels(array) if layout.name == "s1grd-16band" else array
+
+
+def decode_geotiff(dataset: DatasetReader, max_values: int) -> Tile:
+    """Identify the band layout of a GeoTIFF and decode the whole raster to model channels."""
+    check_shape(dataset, max_values)
+    layout = identify_layout(dataset)
+    raw = read_all(dataset, list(layout.indexes))  # (C, H, W)
     return Tile(
-        array=array,
-        band_names=bands.CHANNELS[modality],
-        modality=modality,
+        array=decode_bands(raw, layout),
+        band_names=bands.CHANNELS[layout.modality],
+        modality=layout.modality,
         crs=dataset.crs,
         transform=dataset.transform,
-        encoding=encoding,
+        encoding=layout.encoding,
     )
 
 

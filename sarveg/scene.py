@@ -1,0 +1,171 @@
+"""Cutting a scene (a GeoTIFF larger than one tile) into model tiles, keeping georeferencing.
+
+A scene is read window by window, so memory stays bounded by one row of tiles whatever the
+scene's size. The grid starts at the scene's top-left pixel and steps by the bundle's tile
+footprint in the scene's own pixels; edge tiles that overhang the scene are padded with NaN
+(nodata) and kept when enough of them is valid.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from affine import Affine
+from rasterio.crs import CRS
+from rasterio.errors import RasterioError
+from rasterio.io import DatasetReader
+from rasterio.windows import Window
+
+from sarveg import bands
+from sarveg.errors import TileError
+from sarveg.tiles import (
+    MIN_SIDE_PX,
+    BandLayout,
+    Tile,
+    check_modality,
+    decode_bands,
+    identify_layout,
+    open_raster,
+)
+
+# A scene may be far larger than a tile, but its header is still checked before any pixel read.
+MAX_SCENE_VALUES = 16 * 32768 * 32768
+MIN_VALID_FRACTION = 0.25
+
+
+@dataclass(frozen=True)
+class SceneTile:
+    """One tile cut from a scene.
+
+    Attributes:
+        row: tile row in the scene grid (0 = top).
+        col: tile column in the scene grid (0 = left).
+        tile: the decoded tile (NaN where nodata or beyond the scene edge).
+        valid_fraction: share of the tile's pixels with valid data in every channel.
+    """
+
+    row: int
+    col: int
+    tile: Tile
+    valid_fraction: float
+
+
+@dataclass(frozen=True)
+class Scene:
+    """An open scene: the dataset, its band layout and its tile grid."""
+
+    dataset: DatasetReader
+    layout: BandLayout
+    tile_px: int
+
+    @property
+    def modality(self) -> str:
+        """``"s1grd"`` or ``"gssic"``."""
+        return self.layout.modality
+
+    @property
+    def crs(self) -> CRS | None:
+        """The scene's CRS."""
+        return self.dataset.crs
+
+    @property
+    def grid_shape(self) -> tuple[int, int]:
+        """Number of tile rows and columns (edge tiles included)."""
+        return (
+            math.ceil(self.dataset.height / self.tile_px),
+            math.ceil(self.dataset.width / self.tile_px),
+        )
+
+    @property
+    def grid_transform(self) -> Affine:
+        """Transform of a raster with one pixel per tile, aligned with the scene."""
+        return self.dataset.transform * Affine.scale(self.tile_px, self.tile_px)
+
+    def read_tile(self, row: int, col: int) -> SceneTile:
+        """Decode tile ``(row, col)`` of the grid, NaN-padded beyond the scene edge."""
+        window = Window(col * self.tile_px, row * self.tile_px, self.tile_px, self.tile_px)
+        try:
+            raw = self.dataset.read(
+                list(self.layout.indexes), window=window, boundless=True, fill_value=0
+            )  # (C, t, t)
+        except RasterioError:
+            raise TileError(
+                f"could not decode scene tile ({row}, {col}): expected complete image data, "
+                "found a corrupt or truncated file"
+            ) from None
+        array = decode_bands(raw, self.layout)
+        inside = np.zeros(array.shape[1:], bool)
+        inside[
+            : max(0, self.dataset.height - row * self.tile_px),
+            : max(0, self.dataset.width - col * self.tile_px),
+        ] = True
+        array[:, ~inside] = np.nan
+        if np.isinf(array).any():
+            raise TileError(
+                f"non-finite values in scene tile ({row}, {col}): expected finite values or NaN"
+            )
+        tile = Tile(
+            array=array,
+            band_names=bands.CHANNELS[self.modality],
+            modality=self.modality,
+            crs=self.dataset.crs,
+            transform=self.dataset.window_transform(window),
+            encoding=self.layout.encoding,
+        )
+        valid = float(np.isfinite(array).all(axis=0).mean())
+        return SceneTile(row=row, col=col, tile=tile, valid_fraction=valid)
+
+    def iter_tiles(self, min_valid_fraction: float = MIN_VALID_FRACTION) -> Iterator[SceneTile]:
+        """Yield the grid's tiles row by row, skipping those with too little valid data."""
+        rows, cols = self.grid_shape
+        for row in range(rows):
+            for col in range(cols):
+                scene_tile = self.read_tile(row, col)
+                if scene_tile.valid_fraction >= min_valid_fraction:
+                    yield scene_tile
+
+
+@contextlib.contextmanager
+def open_scene(
+    source: str | Path | bytes,
+    tile_px: int,
+    *,
+    modality: str | None = None,
+    max_values: int = MAX_SCENE_VALUES,
+) -> Iterator[Scene]:
+    """Open a GeoTIFF scene for tiled reading.
+
+    Args:
+        source: path or bytes of a GeoTIFF with S1GRD or GSSIC bands (any encoding
+            ``read_tile`` accepts).
+        tile_px: tile footprint in the scene's pixels (the bundle's native tile size).
+        modality: insist on ``"s1grd"`` or ``"gssic"``; None infers it from the bands.
+        max_values: refuse scenes declaring more values than this, before reading pixels.
+
+    Raises:
+        TileError: not a readable GeoTIFF, unknown bands, or a scene smaller than one tile.
+    """
+    check_modality(modality)
+    with open_raster(source) as (dataset, kind):
+        if kind != "tiff":
+            raise TileError("scene must be a GeoTIFF: expected TIFF data, found NetCDF")
+        h, w, c = dataset.height, dataset.width, dataset.count
+        if h * w * c > max_values:
+            raise TileError(
+                f"scene too large: expected at most {max_values:,} values, "
+                f"found {c} x {h} x {w} = {c * h * w:,}"
+            )
+        if min(h, w) < max(MIN_SIDE_PX, tile_px // 2):
+            raise TileError(
+                f"scene too small: expected at least {max(MIN_SIDE_PX, tile_px // 2)} pixels a "
+                f"side (tiles are {tile_px} px), found {h} x {w}"
+            )
+        layout = identify_layout(dataset)
+        if modality is not None and layout.modality != modality:
+            raise TileError(f"expected a {modality} scene, found {layout.modality} bands")
+        yield Scene(dataset=dataset, layout=layout, tile_px=tile_px)
