@@ -1,0 +1,537 @@
+"""The model bundle contract: the only thing that passes from training to serving.
+
+A bundle is a directory ``models/<name>/`` holding exactly the files listed in its manifest:
+
+- ``model.onnx``: input ``tiles`` float32 ``(batch, C, H, W)`` in physical units at the bundle's
+  input size; outputs ``vegetation_pct`` ``(batch,)`` and ``embedding`` ``(batch, D)``, optionally
+  ``attention``. Here it is only bytes with a checksum; nothing in this module runs it.
+- ``reference.npz``: reference embeddings and conformal calibration arrays (layout below).
+- ``bundle.json``: the manifest, validated by :class:`BundleManifest`; lists the sha256 of every
+  other file in the directory.
+
+``reference.npz`` layout (``numpy.savez``, no pickles). ``D`` is ``embedding_size``; for every
+region ``r`` in ``ood.reference_regions`` (held-out test-split tiles of that region, ~2,000):
+
+- ``{r}/embedding`` float32 ``(n_r, D)``: fine-tuned CLS embeddings.
+- ``{r}/vegetation_pct`` float32 ``(n_r,)``: labels (percent), finite.
+- ``{r}/predicted_pct`` float32 ``(n_r,)``: the model's predictions for those tiles.
+
+and, for ``m = ood.calibration_size`` held-out tiles of the fine-tuning region that are in no
+reference set and were used to fit nothing:
+
+- ``calibration/embedding`` float32 ``(m, D)``, ``calibration/vegetation_pct`` float32 ``(m,)``,
+  ``calibration/predicted_pct`` float32 ``(m,)``;
+- ``calibration/score`` float64 ``(m,)``: their OOD nonconformity scores (``ood.score_name``);
+- ``calibration/abs_error_norm`` float64 ``(m,)``: ``|y - yhat| / (difficulty + eps)``, the
+  residuals the conformal interval is calibrated on.
+
+Projection directions are not stored: they are drawn at load time from ``ood.projection_seed``
+(``sarveg.swd.draw_projections``), which keeps bundles small (limit: 30 MB in total).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from sarveg.bands import CHANNELS, UNITS, Modality
+from sarveg.resample import RESAMPLING_RULE
+
+SCHEMA_VERSION = 1
+MANIFEST_FILE = "bundle.json"
+MODEL_FILE = "model.onnx"
+REFERENCE_FILE = "reference.npz"
+MAX_BUNDLE_BYTES = 30 * 1024 * 1024
+CALIBRATION_GROUP = "calibration"
+REQUIRED_OUTPUTS: tuple[str, ...] = ("vegetation_pct", "embedding")
+OPTIONAL_OUTPUTS: tuple[str, ...] = ("attention",)
+REGION_ARRAYS: tuple[str, ...] = ("embedding", "vegetation_pct", "predicted_pct")
+CALIBRATION_ARRAYS: tuple[str, ...] = (*REGION_ARRAYS, "score", "abs_error_norm")
+REGION_PATTERN = r"^[a-z][a-z0-9_]*$"
+_SHA256_PATTERN = re.compile(r"^[0-9a-f]{64}$")
+
+
+class BundleError(ValueError):
+    """A bundle that does not satisfy the contract; the message names the file and the field."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Normalisation(_Strict):
+    """Per-channel statistics in physical units (dB or coherence).
+
+    The ONNX graph normalises internally; these are recorded for provenance and model cards.
+    """
+
+    mean: list[float]
+    std: list[float]
+
+    @model_validator(mode="after")
+    def _check(self) -> Normalisation:
+        if len(self.mean) != len(self.std):
+            raise ValueError(
+                f"expected as many std as mean values, found {len(self.std)} and {len(self.mean)}"
+            )
+        if any(not s > 0 for s in self.std):
+            raise ValueError(f"expected every std > 0, found {self.std}")
+        return self
+
+
+class Architecture(_Strict):
+    """The backbone and decoder the ONNX graph was exported from."""
+
+    name: str = Field(min_length=1)  # timm name, e.g. "vit_small_patch16_224"
+    patch_size: int = Field(gt=0)
+    embed_dim: int = Field(gt=0)
+    depth: int = Field(gt=0)
+    num_heads: int = Field(gt=0)
+    input_size: int = Field(gt=0)
+    in_chans: int = Field(gt=0)
+    decoder_input: Literal["cls", "attention"] = "cls"
+
+
+class Provenance(_Strict):
+    """Where the model came from."""
+
+    data: str = Field(min_length=1)  # e.g. "synthetic benchmark (sarveg simulator), seed 0"
+    synthetic: bool
+    fine_tuning_regions: list[str] = Field(min_length=1)
+    pretraining_regions: list[str] = []
+    label_fraction: float = Field(gt=0.0, le=1.0)
+    config: dict[str, Any]  # the resolved training configuration
+    code_version: str = Field(min_length=1)
+    created: datetime
+
+
+class RegionMetrics(_Strict):
+    """Test-split metrics of the model on one region, in percentage points."""
+
+    rmse: float = Field(ge=0.0)
+    mae: float = Field(ge=0.0)
+    bias: float  # mean(prediction - label)
+    n_tiles: int = Field(ge=1)
+    label_std: float = Field(ge=0.0)
+
+
+class OODMeasured(_Strict):
+    """OOD and interval figures measured on held-out data at export time."""
+
+    synthetic: bool
+    n_in_distribution: int = Field(ge=1)
+    false_flag_rate: float = Field(ge=0.0, le=1.0)
+    interval_coverage: float = Field(ge=0.0, le=1.0)
+    interval_width_mean: float = Field(ge=0.0)
+    unseen_region: str | None = None
+    n_unseen: int = Field(default=0, ge=0)
+    auroc: float | None = Field(default=None, ge=0.0, le=1.0)
+    spearman_abs_error: float | None = Field(default=None, ge=-1.0, le=1.0)
+
+
+class OODCalibration(_Strict):
+    """How the OOD block scores tiles and sets, and what it was calibrated on."""
+
+    alpha: float = Field(default=0.05, gt=0.0, lt=1.0)
+    score_name: Literal["knn_distance", "swd_exact"] = "knn_distance"
+    method: str = Field(min_length=1)
+    fine_tuning_region: str
+    reference_regions: list[str] = Field(min_length=1)
+    knn_k: int = Field(default=10, ge=1)
+    difficulty: Literal["knn_distance", "knn_residual"] = "knn_distance"
+    difficulty_eps: float = Field(default=1e-6, gt=0.0)
+    interval_alpha: float = Field(default=0.10, gt=0.0, lt=1.0)
+    calibration_size: int = Field(ge=1)
+    n_projections: int = Field(default=10_000, ge=1)
+    projection_seed: int = 0
+    set_verdict_projections: int = Field(default=256, ge=1)
+    set_bootstrap_sets: int = Field(default=199, ge=19)
+    measured: OODMeasured | None = None
+
+    @field_validator("reference_regions")
+    @classmethod
+    def _check_regions(cls, regions: list[str]) -> list[str]:
+        bad = [r for r in regions if not re.match(REGION_PATTERN, r) or r == CALIBRATION_GROUP]
+        if bad:
+            raise ValueError(f"expected region names matching {REGION_PATTERN}, found {bad}")
+        if len(set(regions)) != len(regions):
+            raise ValueError(f"expected unique region names, found {regions}")
+        return regions
+
+    @model_validator(mode="after")
+    def _check(self) -> OODCalibration:
+        if self.fine_tuning_region not in self.reference_regions:
+            raise ValueError(
+                f"expected fine_tuning_region among reference_regions {self.reference_regions}, "
+                f"found {self.fine_tuning_region!r}"
+            )
+        if self.set_verdict_projections > self.n_projections:
+            raise ValueError(
+                f"expected set_verdict_projections <= n_projections ({self.n_projections}), "
+                f"found {self.set_verdict_projections}"
+            )
+        return self
+
+
+class BundleManifest(_Strict):
+    """``bundle.json``; fields are validated in order, so later checks can use earlier ones."""
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    modality: Modality
+    band_names: list[str]
+    units: str
+    input_name: Literal["tiles"] = "tiles"
+    input_size: int = Field(gt=0)
+    resampling: str = RESAMPLING_RULE
+    normalisation: Normalisation
+    architecture: Architecture
+    embedding_size: int = Field(gt=0)
+    outputs: list[str] = list(REQUIRED_OUTPUTS)
+    provenance: Provenance
+    metrics: dict[str, RegionMetrics]
+    ood: OODCalibration
+    files: dict[str, str] = {}
+
+    @field_validator("band_names")
+    @classmethod
+    def _check_band_names(cls, names: list[str], info: ValidationInfo) -> list[str]:
+        modality = info.data.get("modality")
+        if modality is not None and tuple(names) != CHANNELS[modality]:
+            raise ValueError(
+                f"expected the {len(CHANNELS[modality])} {modality} channels "
+                f"{list(CHANNELS[modality])} in this order, found {names}"
+            )
+        return names
+
+    @field_validator("units")
+    @classmethod
+    def _check_units(cls, units: str, info: ValidationInfo) -> str:
+        modality = info.data.get("modality")
+        if modality is not None and units != UNITS[modality]:
+            raise ValueError(f"expected {UNITS[modality]!r} for {modality}, found {units!r}")
+        return units
+
+    @field_validator("resampling")
+    @classmethod
+    def _check_resampling(cls, rule: str) -> str:
+        if rule != RESAMPLING_RULE:
+            raise ValueError(f"expected the shared rule {RESAMPLING_RULE!r}, found {rule!r}")
+        return rule
+
+    @field_validator("normalisation")
+    @classmethod
+    def _check_normalisation(cls, value: Normalisation, info: ValidationInfo) -> Normalisation:
+        names = info.data.get("band_names")
+        if names is not None and len(value.mean) != len(names):
+            raise ValueError(f"expected {len(names)} channel statistics, found {len(value.mean)}")
+        return value
+
+    @field_validator("architecture")
+    @classmethod
+    def _check_architecture(cls, value: Architecture, info: ValidationInfo) -> Architecture:
+        names = info.data.get("band_names")
+        if names is not None and value.in_chans != len(names):
+            raise ValueError(f"expected in_chans == {len(names)} bands, found {value.in_chans}")
+        size = info.data.get("input_size")
+        if size is not None and value.input_size != size:
+            raise ValueError(f"expected input_size == {size}, found {value.input_size}")
+        return value
+
+    @field_validator("embedding_size")
+    @classmethod
+    def _check_embedding_size(cls, size: int, info: ValidationInfo) -> int:
+        architecture = info.data.get("architecture")
+        if architecture is not None and size != architecture.embed_dim:
+            raise ValueError(
+                f"expected architecture.embed_dim ({architecture.embed_dim}), found {size}"
+            )
+        return size
+
+    @field_validator("outputs")
+    @classmethod
+    def _check_outputs(cls, outputs: list[str]) -> list[str]:
+        missing = [o for o in REQUIRED_OUTPUTS if o not in outputs]
+        unknown = [o for o in outputs if o not in REQUIRED_OUTPUTS + OPTIONAL_OUTPUTS]
+        if missing or unknown:
+            raise ValueError(
+                f"expected outputs {list(REQUIRED_OUTPUTS)} plus optionally "
+                f"{list(OPTIONAL_OUTPUTS)}, found {outputs}"
+            )
+        return outputs
+
+    @field_validator("files")
+    @classmethod
+    def _check_files(cls, files: dict[str, str]) -> dict[str, str]:
+        for name, digest in files.items():
+            parts = Path(name).parts
+            if Path(name).is_absolute() or ".." in parts or "\\" in name or name == MANIFEST_FILE:
+                raise ValueError(f"expected relative file names inside the bundle, found {name!r}")
+            if not _SHA256_PATTERN.match(digest):
+                raise ValueError(
+                    f"expected a lowercase sha256 hex digest for {name}, found {digest!r}"
+                )
+        return files
+
+
+@dataclass(frozen=True, eq=False)
+class RegionReference:
+    """Held-out test tiles of one region, as stored in ``reference.npz``."""
+
+    embedding: np.ndarray  # (n, D) float32
+    vegetation_pct: np.ndarray  # (n,) float32
+    predicted_pct: np.ndarray  # (n,) float32
+
+
+@dataclass(frozen=True, eq=False)
+class CalibrationReference(RegionReference):
+    """Held-out fine-tuning-region tiles used only for conformal calibration."""
+
+    score: np.ndarray  # (m,) float64
+    abs_error_norm: np.ndarray  # (m,) float64
+
+
+@dataclass(frozen=True, eq=False)
+class ReferenceArrays:
+    """Everything in ``reference.npz``."""
+
+    regions: dict[str, RegionReference]
+    calibration: CalibrationReference
+
+
+@dataclass(frozen=True, eq=False)
+class Bundle:
+    """A loaded, verified bundle."""
+
+    directory: Path
+    manifest: BundleManifest
+    reference: ReferenceArrays
+    model_path: Path
+
+
+def sha256_file(path: Path) -> str:
+    """Return the hex sha256 of a file, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def save_reference(path: str | Path, reference: ReferenceArrays) -> None:
+    """Write ``reference`` to ``path`` in the ``reference.npz`` layout of this module."""
+    arrays: dict[str, np.ndarray] = {}
+    for region, group in reference.regions.items():
+        for key in REGION_ARRAYS:
+            arrays[f"{region}/{key}"] = np.asarray(getattr(group, key), dtype=np.float32)
+    for key in CALIBRATION_ARRAYS:
+        dtype = np.float32 if key in REGION_ARRAYS else np.float64
+        arrays[f"{CALIBRATION_GROUP}/{key}"] = np.asarray(
+            getattr(reference.calibration, key), dtype
+        )
+    with open(path, "wb") as handle:
+        np.savez(handle, **arrays)
+
+
+def read_reference(path: str | Path, ood: OODCalibration, embedding_size: int) -> ReferenceArrays:
+    """Read ``reference.npz`` and check its keys and shapes against the manifest.
+
+    Args:
+        path: the ``reference.npz`` file.
+        ood: the manifest's OOD section (regions, calibration size).
+        embedding_size: ``D``.
+
+    Raises:
+        BundleError: naming the file and the offending key.
+    """
+    groups = {r: REGION_ARRAYS for r in ood.reference_regions} | {
+        CALIBRATION_GROUP: CALIBRATION_ARRAYS
+    }
+    expected_keys = {f"{g}/{k}" for g, keys in groups.items() for k in keys}
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            stored = {key: npz[key] for key in npz.files}
+    except (OSError, ValueError) as error:
+        raise BundleError(
+            f"{path}: expected a numpy .npz archive, found unreadable data ({error})"
+        ) from error
+    missing = sorted(expected_keys - stored.keys())
+    unexpected = sorted(stored.keys() - expected_keys)
+    if missing or unexpected:
+        raise BundleError(
+            f"{path}: expected keys {sorted(expected_keys)}, "
+            f"missing {missing}, unexpected {unexpected}"
+        )
+    loaded: dict[str, dict[str, np.ndarray]] = {}
+    for group, keys in groups.items():
+        n = stored[f"{group}/embedding"].shape[0]
+        if group == CALIBRATION_GROUP and n != ood.calibration_size:
+            raise BundleError(
+                f"{path}: key '{group}/embedding': expected {ood.calibration_size} rows "
+                f"(ood.calibration_size), found {n}"
+            )
+        loaded[group] = {}
+        for key in keys:
+            array = stored[f"{group}/{key}"]
+            shape = (n, embedding_size) if key == "embedding" else (n,)
+            if array.shape != shape or n == 0 or not np.issubdtype(array.dtype, np.floating):
+                raise BundleError(
+                    f"{path}: key '{group}/{key}': expected a float array of shape {shape} "
+                    f"with n > 0, found {array.dtype} {array.shape}"
+                )
+            if not np.all(np.isfinite(array)):
+                raise BundleError(
+                    f"{path}: key '{group}/{key}': expected finite values, found NaN or inf"
+                )
+            loaded[group][key] = array
+    calibration = CalibrationReference(**loaded.pop(CALIBRATION_GROUP))
+    regions = {region: RegionReference(**arrays) for region, arrays in loaded.items()}
+    return ReferenceArrays(regions=regions, calibration=calibration)
+
+
+def _describe_validation_error(source: str, error: ValidationError) -> str:
+    problems = []
+    for item in error.errors():
+        field = ".".join(str(part) for part in item["loc"]) or "(manifest)"
+        message = (
+            "unknown key (not in the schema)" if item["type"] == "extra_forbidden" else item["msg"]
+        )
+        problems.append(f"field '{field}': {message}")
+    return f"{source}: invalid bundle manifest: " + "; ".join(problems)
+
+
+def parse_manifest(text: str, source: str = MANIFEST_FILE) -> BundleManifest:
+    """Parse and validate ``bundle.json`` text.
+
+    Args:
+        text: the JSON text.
+        source: the file name to put in error messages.
+
+    Raises:
+        BundleError: on invalid JSON, another schema version, or any schema violation; the
+            message names ``source`` and the field.
+    """
+    try:
+        raw = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise BundleError(f"{source}: expected JSON, found a syntax error ({error})") from error
+    if not isinstance(raw, dict):
+        raise BundleError(f"{source}: expected a JSON object, found {type(raw).__name__}")
+    if raw.get("schema_version") != SCHEMA_VERSION:
+        raise BundleError(
+            f"{source}: field 'schema_version': expected {SCHEMA_VERSION}, "
+            f"found {raw.get('schema_version')!r}"
+        )
+    try:
+        return BundleManifest.model_validate(raw)
+    except ValidationError as error:
+        raise BundleError(_describe_validation_error(source, error)) from None
+
+
+def _bundle_files(directory: Path) -> list[str]:
+    return sorted(
+        p.relative_to(directory).as_posix()
+        for p in directory.rglob("*")
+        if p.is_file() and p.relative_to(directory).as_posix() != MANIFEST_FILE
+    )
+
+
+def finalise_bundle(directory: str | Path, manifest: BundleManifest) -> BundleManifest:
+    """Checksum every file of a bundle directory and write its ``bundle.json``.
+
+    Args:
+        directory: holds ``model.onnx``, ``reference.npz`` and any other bundle files.
+        manifest: the manifest; its ``files`` are replaced by the computed checksums.
+
+    Returns:
+        The manifest as written.
+
+    Raises:
+        BundleError: if a required file is missing, the bundle is over 30 MB, or the reference
+            arrays do not match the manifest.
+    """
+    directory = Path(directory)
+    names = _bundle_files(directory)
+    for required in (MODEL_FILE, REFERENCE_FILE):
+        if required not in names:
+            raise BundleError(
+                f"{directory / required}: expected a required bundle file, found none"
+            )
+    total = sum((directory / name).stat().st_size for name in names)
+    if total > MAX_BUNDLE_BYTES:
+        raise BundleError(
+            f"{directory}: expected at most {MAX_BUNDLE_BYTES} bytes of files, found {total}"
+        )
+    files = {name: sha256_file(directory / name) for name in names}
+    try:
+        final = BundleManifest.model_validate(manifest.model_dump() | {"files": files})
+    except ValidationError as error:
+        raise BundleError(
+            _describe_validation_error(str(directory / MANIFEST_FILE), error)
+        ) from None
+    read_reference(directory / REFERENCE_FILE, final.ood, final.embedding_size)
+    (directory / MANIFEST_FILE).write_text(final.model_dump_json(indent=2) + "\n")
+    return final
+
+
+def load_bundle(path: str | Path) -> Bundle:
+    """Load a bundle, verifying its schema, file list, checksums and reference arrays.
+
+    Args:
+        path: the bundle directory or its ``bundle.json``.
+
+    Returns:
+        The verified :class:`Bundle`.
+
+    Raises:
+        BundleError: naming the file and the mismatch (schema field, missing or unlisted file,
+            sha256 mismatch, reference key or shape).
+    """
+    path = Path(path)
+    directory = path.parent if path.name == MANIFEST_FILE else path
+    manifest_path = directory / MANIFEST_FILE
+    if not manifest_path.is_file():
+        raise BundleError(f"{manifest_path}: expected a bundle manifest, found no such file")
+    manifest = parse_manifest(manifest_path.read_text(), str(manifest_path))
+    for required in (MODEL_FILE, REFERENCE_FILE):
+        if required not in manifest.files:
+            raise BundleError(
+                f"{manifest_path}: field 'files': expected an entry for {required}, found none"
+            )
+    present = set(_bundle_files(directory))
+    unlisted = sorted(present - manifest.files.keys())
+    if unlisted:
+        raise BundleError(
+            f"{directory / unlisted[0]}: file not listed in {MANIFEST_FILE} (unlisted: {unlisted})"
+        )
+    for name, expected in manifest.files.items():
+        if name not in present:
+            raise BundleError(f"{directory / name}: listed in {MANIFEST_FILE} but missing")
+        found = sha256_file(directory / name)
+        if found != expected:
+            raise BundleError(
+                f"{directory / name}: sha256 mismatch, expected {expected}, found {found}"
+            )
+    reference = read_reference(directory / REFERENCE_FILE, manifest.ood, manifest.embedding_size)
+    return Bundle(
+        directory=directory,
+        manifest=manifest,
+        reference=reference,
+        model_path=directory / MODEL_FILE,
+    )

@@ -1,0 +1,538 @@
+"""Out-of-distribution scores, p-values and intervals for tiles and sets (numpy only).
+
+**Which data each step uses.** The guarantees below need three disjoint parts of the
+fine-tuning region's held-out data, none of them used to train, early-stop or select the model:
+
+1. *reference*: the test-split tiles stored as ``{region}/...`` in ``reference.npz`` (~2,000 per
+   region, every region with labels). The fine-tuning region's reference defines "in
+   distribution": its embeddings feed the k-NN search and the SWD moments, its residuals the
+   ``knn_residual`` difficulty. The other regions' references only feed ``swd_by_region``.
+2. *calibration*: other held-out tiles of the fine-tuning region, used once, by
+   :func:`calibrate_ood`, to compute their scores and normalised residuals. Nothing is fitted on
+   them, so a new in-distribution tile is exchangeable with them.
+3. *evaluation*: a third part (in-distribution false-flag rate and interval coverage) and tiles
+   of a region the model never saw (AUROC, Spearman), measured by :func:`evaluate_ood`.
+
+A tile that is also in the reference has k-NN distance 0 and looks perfectly typical, which is
+why the three parts must not overlap (:func:`calibrate_ood` refuses exact duplicates).
+
+**Per tile.** ``swd_by_region`` is the exact SWD_2 between the tile and each region's reference
+(closed form, see :mod:`sarveg.swd`); ``nearest_region`` its argmin. The OOD ``score`` is
+``ood.score_name``: ``knn_distance``, the mean Euclidean distance to the ``k`` nearest
+fine-tuning reference embeddings (default), or ``swd_exact``, the SWD_2 to the fine-tuning
+reference. The exact SWD_2 is a monotone function of the distance to the reference *mean*, so it
+cannot see a tile that sits in an empty pocket of a multi-modal embedding cloud (between land
+cover clusters); the k-NN distance can, at the cost of one ``(B, n)`` distance matrix. Both are
+measured by ``bench/ood.py`` and :func:`evaluate_ood`. The score becomes a conformal p-value
+against the calibration scores and ``unreliable = p_value < alpha``. The interval is
+normalised split conformal (:mod:`sarveg.conformal`) with difficulty ``knn_distance`` (the same
+mean k-NN distance, so intervals widen away from the reference) or ``knn_residual`` (mean
+absolute error of the k nearest reference tiles).
+
+**Per set** (a scene, a batch, a region). ``swd_by_region`` is the set-level SWD_2 at
+``ood.n_projections`` fixed directions against reference projections sorted once and cached.
+The verdict asks whether the set looks like a random sample of the fine-tuning region: its SWD
+to the fine-tuning reference over the first ``ood.set_verdict_projections`` directions is ranked
+among ``ood.set_bootstrap_sets`` random sets drawn from the calibration tiles (a conformal
+p-value). Null sets have the set's size rounded down to a power of two (with replacement when
+larger than the calibration set), and are computed once per size and cached; smaller or
+duplicated null sets have larger SWDs, so both shortcuts err towards fewer flags. Tiles of one
+scene are spatially correlated rather than random draws, so a homogeneous in-region scene (all
+forest, say) can be flagged: read the verdict with ``unreliable_tile_fraction``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from sarveg.bundle import (
+    Bundle,
+    CalibrationReference,
+    OODCalibration,
+    OODMeasured,
+    ReferenceArrays,
+    RegionReference,
+)
+from sarveg.conformal import (
+    conformal_p_values,
+    conformal_quantile,
+    interval_coverage,
+    normalise_residuals,
+    predict_intervals,
+)
+from sarveg.swd import (
+    ReferenceMoments,
+    check_embeddings,
+    draw_projections,
+    quantile_pairs,
+    set_swd_sorted,
+    sort_projected,
+    swd_tile_exact,
+    wasserstein_sorted,
+)
+
+# Rows of the (B, n) distance matrix computed at once: bounds memory for large batches.
+KNN_BLOCK_ROWS = 512
+
+
+class NeighbourIndex:
+    """Exact k-nearest-neighbour search in one region's reference embeddings."""
+
+    def __init__(self, reference: RegionReference, k: int) -> None:
+        embedding = check_embeddings(reference.embedding, "reference embeddings")
+        # Centring first keeps the float32 expansion |x|^2 + |r|^2 - 2 x.r free of cancellation;
+        # float32 halves the memory traffic that dominates a batch-of-one search.
+        self.centre = embedding.mean(axis=0, dtype=np.float64).astype(np.float32)  # (D,)
+        self.embedding = embedding - self.centre  # (n, D) float32
+        self.squared_norms = np.sum(self.embedding**2, axis=1)  # (n,)
+        self.abs_error = np.abs(
+            np.asarray(reference.vegetation_pct, np.float64)
+            - np.asarray(reference.predicted_pct, np.float64)
+        )  # (n,)
+        self.k = min(k, self.embedding.shape[0])
+
+    def search(self, embedding: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Return ``(distances, indices)``, both ``(B, k)``, nearest first."""
+        x = check_embeddings(embedding, "tile embeddings", self.embedding.shape[1]) - self.centre
+        distances = np.empty((x.shape[0], self.k))
+        indices = np.empty((x.shape[0], self.k), dtype=np.int64)
+        for start in range(0, x.shape[0], KNN_BLOCK_ROWS):
+            block = x[start : start + KNN_BLOCK_ROWS]  # (b, D)
+            squared = block @ self.embedding.T  # (b, n)
+            squared *= -2.0
+            squared += np.sum(block**2, axis=1)[:, None]
+            squared += self.squared_norms
+            np.maximum(squared, 0.0, out=squared)  # rounding can dip just below zero
+            if self.k < squared.shape[1]:
+                nearest = np.argpartition(squared, self.k - 1, axis=1)[:, : self.k]  # (b, k)
+            else:
+                nearest = np.broadcast_to(np.arange(squared.shape[1]), squared.shape)
+            nearest_sq = np.take_along_axis(squared, nearest, axis=1)
+            order = np.argsort(nearest_sq, axis=1)
+            stop = start + len(block)
+            distances[start:stop] = np.sqrt(np.take_along_axis(nearest_sq, order, axis=1))
+            indices[start:stop] = np.take_along_axis(nearest, order, axis=1)
+        return distances, indices
+
+
+def _score_and_difficulty(
+    embedding: np.ndarray,
+    index: NeighbourIndex,
+    moments: ReferenceMoments,
+    settings: OODCalibration,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Return the OOD score ``(B,)`` and interval difficulty ``(B,)`` of tiles."""
+    distances, indices = index.search(embedding)  # (B, k)
+    knn_distance = distances.mean(axis=1)
+    if settings.score_name == "knn_distance":
+        score = knn_distance
+    else:
+        score = swd_tile_exact(embedding, moments)
+    if settings.difficulty == "knn_distance":
+        difficulty = knn_distance
+    else:
+        difficulty = index.abs_error[indices].mean(axis=1)
+    return score, difficulty
+
+
+@dataclass(frozen=True)
+class TileOOD:
+    """The OOD block of one tile."""
+
+    swd_by_region: dict[str, float]
+    nearest_region: str
+    score: float
+    p_value: float
+    unreliable: bool
+    interval_low: float
+    interval_high: float
+    interval_coverage: float  # nominal, 1 - interval_alpha
+
+
+@dataclass(frozen=True, eq=False)
+class TileOODBatch:
+    """The OOD block of a batch of tiles, as arrays (for batch inference)."""
+
+    regions: tuple[str, ...]
+    swd_by_region: np.ndarray  # (B, R), columns in ``regions`` order
+    nearest_region: list[str]
+    score: np.ndarray  # (B,)
+    p_value: np.ndarray  # (B,)
+    unreliable: np.ndarray  # (B,) bool
+    interval_low: np.ndarray  # (B,)
+    interval_high: np.ndarray  # (B,)
+    interval_coverage: float
+
+    def tiles(self) -> list[TileOOD]:
+        """Split the batch into one :class:`TileOOD` per tile."""
+        return [
+            TileOOD(
+                swd_by_region=dict(
+                    zip(self.regions, map(float, self.swd_by_region[i]), strict=True)
+                ),
+                nearest_region=self.nearest_region[i],
+                score=float(self.score[i]),
+                p_value=float(self.p_value[i]),
+                unreliable=bool(self.unreliable[i]),
+                interval_low=float(self.interval_low[i]),
+                interval_high=float(self.interval_high[i]),
+                interval_coverage=self.interval_coverage,
+            )
+            for i in range(len(self.score))
+        ]
+
+
+@dataclass(frozen=True)
+class SetOOD:
+    """The OOD summary of a set of tiles (a scene, a batch, a region)."""
+
+    n_tiles: int
+    swd_by_region: dict[str, float]
+    nearest_region: str
+    score: float  # set SWD_2 to the fine-tuning region, all projections
+    verdict_score: float  # the same over the verdict projections, ranked against the null
+    null_set_size: int
+    p_value: float
+    unreliable: bool
+    unreliable_tile_fraction: float
+
+
+def _null_set_size(n_tiles: int) -> int:
+    """Return the largest power of two <= ``n_tiles``: the size of the verdict's null sets."""
+    if n_tiles < 1:
+        raise ValueError(f"expected a set of at least one tile, found {n_tiles}")
+    return 1 << (n_tiles.bit_length() - 1)
+
+
+class OODScorer:
+    """Scores tiles and sets against a bundle's reference and calibration arrays."""
+
+    def __init__(self, reference: ReferenceArrays, settings: OODCalibration) -> None:
+        if list(reference.regions) != list(settings.reference_regions):
+            raise ValueError(
+                f"expected reference regions {settings.reference_regions}, "
+                f"found {list(reference.regions)}"
+            )
+        self.settings = settings
+        self.reference = reference
+        self.regions: tuple[str, ...] = tuple(settings.reference_regions)
+        self.fine_tuning_region = settings.fine_tuning_region
+        self.moments = {
+            r: ReferenceMoments.from_embeddings(g.embedding) for r, g in reference.regions.items()
+        }
+        self.dim = self.moments[self.fine_tuning_region].mean.size
+        self._means = np.stack([self.moments[r].mean for r in self.regions])  # (R, D)
+        self._total_variances = np.array([self.moments[r].total_variance for r in self.regions])
+        self.index = NeighbourIndex(reference.regions[self.fine_tuning_region], settings.knn_k)
+        self.calibration_scores = np.asarray(reference.calibration.score, np.float64)
+        self.interval_quantile = conformal_quantile(
+            reference.calibration.abs_error_norm, settings.interval_alpha
+        )
+        self._projections: np.ndarray | None = None  # (P, D), drawn on first set scoring
+        self._sorted: dict[str, np.ndarray] = {}  # region -> (P, n_r) sorted projections
+        self._calibration_projected: np.ndarray | None = None  # (V, m)
+        self._null: dict[int, np.ndarray] = {}  # null set size -> (bootstrap_sets,) SWDs
+
+    @classmethod
+    def from_bundle(cls, bundle: Bundle) -> OODScorer:
+        """Build the scorer of a loaded bundle."""
+        return cls(bundle.reference, bundle.manifest.ood)
+
+    def swd_by_region(self, embedding: np.ndarray) -> np.ndarray:
+        """Return the exact per-tile SWD_2 ``(B, R)`` to every reference region at once.
+
+        Same values as :func:`sarveg.swd.swd_tile_exact` region by region.
+        """
+        x = check_embeddings(embedding, "tile embeddings", self.dim).astype(np.float64)
+        squared = (
+            np.sum(x**2, axis=1)[:, None] - 2.0 * x @ self._means.T + np.sum(self._means**2, axis=1)
+        )  # (B, R), |x - mean_r|^2
+        return np.sqrt((np.maximum(squared, 0.0) + self._total_variances) / self.dim)
+
+    def score_batch(self, embedding: np.ndarray, predicted_pct: np.ndarray) -> TileOODBatch:
+        """Score a batch of tiles.
+
+        Args:
+            embedding: ``(B, D)`` embeddings from the model.
+            predicted_pct: ``(B,)`` the model's vegetation predictions.
+
+        Returns:
+            The batch's OOD block as arrays.
+        """
+        x = check_embeddings(embedding, "tile embeddings", self.dim)
+        yhat = np.asarray(predicted_pct, dtype=np.float64).reshape(-1)
+        if yhat.shape[0] != x.shape[0]:
+            raise ValueError(f"expected {x.shape[0]} predictions, found {yhat.shape[0]}")
+        swd = self.swd_by_region(x)  # (B, R)
+        score, difficulty = _score_and_difficulty(
+            x, self.index, self.moments[self.fine_tuning_region], self.settings
+        )
+        p_value = conformal_p_values(score, self.calibration_scores)
+        low, high = predict_intervals(
+            yhat, difficulty, self.interval_quantile, self.settings.difficulty_eps
+        )
+        return TileOODBatch(
+            regions=self.regions,
+            swd_by_region=swd,
+            nearest_region=[self.regions[i] for i in np.argmin(swd, axis=1)],
+            score=score,
+            p_value=p_value,
+            unreliable=p_value < self.settings.alpha,
+            interval_low=low,
+            interval_high=high,
+            interval_coverage=1.0 - self.settings.interval_alpha,
+        )
+
+    def score_tiles(self, embedding: np.ndarray, predicted_pct: np.ndarray) -> list[TileOOD]:
+        """Score a batch of tiles, one :class:`TileOOD` per tile (see :meth:`score_batch`)."""
+        return self.score_batch(embedding, predicted_pct).tiles()
+
+    def prepare_set_scoring(self, set_sizes: Sequence[int] = ()) -> None:
+        """Build the set-scoring caches now rather than on the first :meth:`score_set` call.
+
+        Draws the projections and sorts every reference's projections: ``n_projections x
+        sum(n_r)`` float32 values, about 80 MB per region of 2,000 tiles at 10,000 projections.
+        Not thread-safe: call it at start-up before serving requests concurrently.
+
+        Args:
+            set_sizes: set sizes whose verdict null distribution should be built too (each
+                takes about a second for sets of ~1,000 tiles).
+        """
+        if self._projections is None:
+            self._projections = draw_projections(
+                self.settings.n_projections, self.dim, self.settings.projection_seed
+            )
+        for region in self.regions:
+            if region not in self._sorted:
+                self._sorted[region] = sort_projected(
+                    self.reference.regions[region].embedding, self._projections
+                )
+        for size in set_sizes:
+            self._null_swd(_null_set_size(size))
+
+    def _null_swd(self, size: int) -> np.ndarray:
+        """Return the SWDs of random calibration sets of ``size`` to the fine-tuning reference."""
+        if size in self._null:
+            return self._null[size]
+        assert self._projections is not None
+        n_verdict = self.settings.set_verdict_projections
+        if self._calibration_projected is None:
+            calibration = self.reference.calibration.embedding
+            self._calibration_projected = self._projections[:n_verdict] @ calibration.T  # (V, m)
+        reference = self._sorted[self.fine_tuning_region][:n_verdict]  # (V, n_ft)
+        m = self._calibration_projected.shape[1]
+        rng = np.random.default_rng([self.settings.projection_seed, size])
+        pairs = quantile_pairs(size, reference.shape[1])
+        null = np.empty(self.settings.set_bootstrap_sets)
+        for b in range(null.size):
+            chosen = rng.choice(m, size=size, replace=size > m)
+            sample = self._calibration_projected[:, chosen]  # (V, size)
+            sample.sort(axis=1)
+            null[b] = np.sqrt(
+                wasserstein_sorted(sample, reference, 2, pairs).mean(dtype=np.float64)
+            )
+        self._null[size] = null
+        return null
+
+    def score_set(self, embedding: np.ndarray) -> SetOOD:
+        """Score a set of tiles as a whole.
+
+        Args:
+            embedding: ``(N, D)`` embeddings of the set's tiles.
+
+        Returns:
+            Set-level SWD to each region, the nearest region and the set verdict.
+        """
+        x = check_embeddings(embedding, "set embeddings", self.dim)
+        self.prepare_set_scoring()
+        assert self._projections is not None
+        swd = set_swd_sorted(x, self._projections, [self._sorted[r] for r in self.regions])
+        n_verdict = self.settings.set_verdict_projections
+        verdict_score = float(
+            set_swd_sorted(
+                x,
+                self._projections[:n_verdict],
+                [self._sorted[self.fine_tuning_region][:n_verdict]],
+            )[0]
+        )
+        null_size = _null_set_size(x.shape[0])
+        p_value = float(conformal_p_values(verdict_score, self._null_swd(null_size)))
+        tile_scores, _ = _score_and_difficulty(
+            x, self.index, self.moments[self.fine_tuning_region], self.settings
+        )
+        tile_p = conformal_p_values(tile_scores, self.calibration_scores)
+        by_region = dict(zip(self.regions, map(float, swd), strict=True))
+        return SetOOD(
+            n_tiles=x.shape[0],
+            swd_by_region=by_region,
+            nearest_region=min(by_region, key=by_region.__getitem__),
+            score=by_region[self.fine_tuning_region],
+            verdict_score=verdict_score,
+            null_set_size=null_size,
+            p_value=p_value,
+            unreliable=p_value < self.settings.alpha,
+            unreliable_tile_fraction=float(np.mean(tile_p < self.settings.alpha)),
+        )
+
+
+def _require_disjoint(
+    tiles: RegionReference, other: RegionReference, name: str, other_name: str
+) -> None:
+    """Raise ``ValueError`` if any embedding of ``tiles`` also appears in ``other``."""
+    seen = {row.tobytes() for row in np.asarray(other.embedding, np.float32)}
+    shared = sum(row.tobytes() in seen for row in np.asarray(tiles.embedding, np.float32))
+    if shared:
+        raise ValueError(f"expected {name} tiles disjoint from {other_name}, found {shared} shared")
+
+
+def describe_method(settings: OODCalibration, n_reference: int) -> str:
+    """Return the human-readable method description stored in ``ood.method``."""
+    return (
+        f"Tile score {settings.score_name} (k={settings.knn_k}) against {n_reference} held-out "
+        f"test tiles of {settings.fine_tuning_region}; split-conformal p-value against "
+        f"{settings.calibration_size} further held-out {settings.fine_tuning_region} tiles; "
+        f"unreliable when p < {settings.alpha}. Interval: normalised split conformal, difficulty "
+        f"{settings.difficulty}, nominal coverage {1 - settings.interval_alpha:.2f}. Per-region "
+        f"SWD_2 exact (closed form) per tile; set SWD_2 over {settings.n_projections} projections "
+        f"(seed {settings.projection_seed}); set verdict over {settings.set_verdict_projections} "
+        f"projections against {settings.set_bootstrap_sets} random calibration sets."
+    )
+
+
+def calibrate_ood(
+    regions: Mapping[str, RegionReference],
+    fine_tuning_region: str,
+    calibration: RegionReference,
+    **settings: Any,
+) -> tuple[ReferenceArrays, OODCalibration]:
+    """Compute the calibration arrays and OOD settings that go into a bundle.
+
+    Args:
+        regions: per region, held-out labelled test tiles (the reference sets).
+        fine_tuning_region: the region the model was fine-tuned on; must be in ``regions``.
+        calibration: held-out tiles of the fine-tuning region, disjoint from its reference and
+            never used to fit anything.
+        **settings: any other :class:`OODCalibration` field (``alpha``, ``score_name``, ...).
+
+    Returns:
+        ``(reference, ood)``: the contents of ``reference.npz`` and the manifest's ``ood``.
+    """
+    n_reference = len(regions[fine_tuning_region].embedding) if fine_tuning_region in regions else 0
+    fields = {
+        "fine_tuning_region": fine_tuning_region,
+        "reference_regions": list(regions),
+        "calibration_size": len(calibration.embedding),
+        "method": "pending",
+    } | settings
+    ood = OODCalibration.model_validate(fields)
+    if "method" not in settings:
+        ood = ood.model_copy(update={"method": describe_method(ood, n_reference)})
+    index = NeighbourIndex(regions[fine_tuning_region], ood.knn_k)
+    moments = ReferenceMoments.from_embeddings(regions[fine_tuning_region].embedding)
+    _require_disjoint(
+        calibration, regions[fine_tuning_region], "calibration", "the fine-tuning reference"
+    )
+    score, difficulty = _score_and_difficulty(calibration.embedding, index, moments, ood)
+    residuals = normalise_residuals(
+        calibration.vegetation_pct, calibration.predicted_pct, difficulty, ood.difficulty_eps
+    )
+    stored = CalibrationReference(
+        embedding=np.asarray(calibration.embedding, np.float32),
+        vegetation_pct=np.asarray(calibration.vegetation_pct, np.float32),
+        predicted_pct=np.asarray(calibration.predicted_pct, np.float32),
+        score=score,
+        abs_error_norm=residuals,
+    )
+    return ReferenceArrays(regions=dict(regions), calibration=stored), ood
+
+
+def rank_average(values: np.ndarray) -> np.ndarray:
+    """Return 1-based ranks of ``values`` with ties given their average rank."""
+    _, inverse, counts = np.unique(
+        np.asarray(values, np.float64), return_inverse=True, return_counts=True
+    )
+    last_rank = np.cumsum(counts)
+    return (last_rank - (counts - 1) / 2.0)[inverse]
+
+
+def auroc(negative_scores: np.ndarray, positive_scores: np.ndarray) -> float:
+    """Return the area under the ROC curve of a score separating positives (higher) from negatives.
+
+    Computed from ranks (Mann-Whitney U), ties counting one half.
+    """
+    negative = np.asarray(negative_scores, np.float64).ravel()
+    positive = np.asarray(positive_scores, np.float64).ravel()
+    if negative.size == 0 or positive.size == 0:
+        raise ValueError("expected at least one negative and one positive score")
+    ranks = rank_average(np.concatenate([negative, positive]))
+    u = ranks[negative.size :].sum() - positive.size * (positive.size + 1) / 2.0
+    return float(u / (positive.size * negative.size))
+
+
+def spearman(a: np.ndarray, b: np.ndarray) -> float:
+    """Return Spearman's rank correlation of two equal-length arrays (NaN if one is constant)."""
+    ra, rb = rank_average(a), rank_average(b)
+    if ra.shape != rb.shape:
+        raise ValueError(f"expected arrays of one length, found {ra.shape} and {rb.shape}")
+    ra, rb = ra - ra.mean(), rb - rb.mean()
+    denominator = np.sqrt(np.sum(ra**2) * np.sum(rb**2))
+    return float(np.sum(ra * rb) / denominator) if denominator > 0 else float("nan")
+
+
+def evaluate_ood(
+    scorer: OODScorer,
+    in_distribution: RegionReference,
+    unseen: RegionReference | None = None,
+    *,
+    unseen_region: str | None = None,
+    synthetic: bool,
+) -> OODMeasured:
+    """Measure the OOD block on evaluation tiles, for the bundle and the model card.
+
+    Args:
+        scorer: built from the bundle's reference and calibration.
+        in_distribution: held-out fine-tuning-region tiles in neither the reference nor the
+            calibration set: false-flag rate (target ``alpha``) and interval coverage.
+        unseen: labelled tiles of a region the model never saw: AUROC of the score against the
+            in-distribution tiles and Spearman correlation of the score with absolute error.
+        unseen_region: its name, recorded.
+        synthetic: whether the data are simulated (recorded; results must say so).
+
+    Returns:
+        The measured figures.
+    """
+    calibration = scorer.reference.calibration
+    fine_tuning_reference = scorer.reference.regions[scorer.fine_tuning_region]
+    _require_disjoint(in_distribution, fine_tuning_reference, "evaluation", "the reference")
+    _require_disjoint(in_distribution, calibration, "evaluation", "the calibration tiles")
+    inside = scorer.score_batch(in_distribution.embedding, in_distribution.predicted_pct)
+    y = np.asarray(in_distribution.vegetation_pct, np.float64)
+    labelled = np.isfinite(y)
+    measured: dict[str, Any] = {
+        "synthetic": synthetic,
+        "n_in_distribution": len(y),
+        "false_flag_rate": float(inside.unreliable.mean()),
+        "interval_coverage": interval_coverage(y, inside.interval_low, inside.interval_high),
+        "interval_width_mean": float(
+            np.mean((inside.interval_high - inside.interval_low)[labelled])
+        ),
+    }
+    if unseen is not None:
+        outside = scorer.score_batch(unseen.embedding, unseen.predicted_pct)
+        error = np.abs(
+            np.asarray(unseen.vegetation_pct, np.float64)
+            - np.asarray(unseen.predicted_pct, np.float64)
+        )
+        has_label = np.isfinite(error)
+        correlation = spearman(outside.score[has_label], error[has_label])
+        measured |= {
+            "unseen_region": unseen_region,
+            "n_unseen": len(outside.score),
+            "auroc": auroc(inside.score, outside.score),
+            "spearman_abs_error": None if np.isnan(correlation) else correlation,
+        }
+    return OODMeasured.model_validate(measured)
