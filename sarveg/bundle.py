@@ -52,12 +52,15 @@ from pydantic import (
 
 from sarveg.bands import CHANNELS, UNITS, Modality
 from sarveg.resample import RESAMPLING_RULE
+from sarveg.tiles import MIN_SIDE_PX
 
 SCHEMA_VERSION = 1
 MANIFEST_FILE = "bundle.json"
 MODEL_FILE = "model.onnx"
 REFERENCE_FILE = "reference.npz"
 MAX_BUNDLE_BYTES = 30 * 1024 * 1024
+# A training tile can be no larger than ``read_tile`` decodes: 16 bands of 4096 x 4096.
+MAX_SOURCE_TILE_PX = 4096
 CALIBRATION_GROUP = "calibration"
 REQUIRED_OUTPUTS: tuple[str, ...] = ("vegetation_pct", "embedding")
 OPTIONAL_OUTPUTS: tuple[str, ...] = ("attention",)
@@ -199,6 +202,9 @@ class BundleManifest(_Strict):
     units: str
     input_name: Literal["tiles"] = "tiles"
     input_size: int = Field(gt=0)
+    # Native side of the training tiles in their own pixels; scenes are cut into windows of
+    # this many scene pixels, then resampled to ``input_size`` like any tile.
+    source_tile_px: int = Field(ge=MIN_SIDE_PX, le=MAX_SOURCE_TILE_PX)
     resampling: str = RESAMPLING_RULE
     normalisation: Normalisation
     architecture: Architecture

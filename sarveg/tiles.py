@@ -207,7 +207,13 @@ def read_all(dataset: DatasetReader, indexes: list[int] | None = None) -> np.nda
 
 def normalised_descriptions(dataset: DatasetReader) -> list[str] | None:
     """Lower-cased band descriptions, or None when the file carries none."""
-    descriptions = [(d or "").strip().lower() for d in dataset.descriptions]
+    try:
+        raw = dataset.descriptions
+    except UnicodeDecodeError:  # corrupt GDAL metadata
+        raise TileError(
+            "unreadable band names: expected UTF-8 band descriptions, found undecodable bytes"
+        ) from None
+    descriptions = [(d or "").strip().lower() for d in raw]
     return descriptions if any(descriptions) else None
 
 

@@ -51,6 +51,7 @@ def make_manifest(ood: OODCalibration, **changes: object) -> BundleManifest:
         "band_names": list(S1GRD_CHANNELS),
         "units": "dB",
         "input_size": 32,
+        "source_tile_px": 48,
         "normalisation": Normalisation(mean=[-12.0] * 12, std=[3.0] * 12),
         "architecture": Architecture(
             name="vit_tiny_patch16_224",
@@ -179,6 +180,15 @@ def test_cross_field_validation(bundle_dir: Path) -> None:
     raw = json.loads(text)
     raw["files"]["../escape.bin"] = "0" * 64
     with pytest.raises(BundleError, match="field 'files'.*relative file names"):
+        parse_manifest(json.dumps(raw))
+    raw = json.loads(text)
+    raw["source_tile_px"] = 8
+    with pytest.raises(
+        BundleError, match="field 'source_tile_px': Input should be greater than or equal to 16"
+    ):
+        parse_manifest(json.dumps(raw))
+    del raw["source_tile_px"]
+    with pytest.raises(BundleError, match="field 'source_tile_px': Field required"):
         parse_manifest(json.dumps(raw))
     raw = json.loads(text)
     raw["ood"]["fine_tuning_region"] = "mars"

@@ -1,0 +1,289 @@
+"""Benchmark the HTTP service against the bare ONNX Runtime call, in one run.
+
+Usage:
+    python bench/serve.py [--models models/ | --tiny] [--modality s1grd] [--load 2000]
+                          [--tile-px N]
+
+Starts ``bentoml serve serving.service:SarVeg`` on a free port with ``SARVEG_MODELS`` set to
+``--models`` (default: the repository's ``models/``; ``--tiny`` builds the torch-free test
+bundles of ``tests/bundle_factory.py`` in a temporary folder), then prints side by side:
+
+- latency of one tile (multipart upload, as ``curl -F tile=@...``): p50 / p95 over HTTP at
+  concurrency 1 against the raw ``session.run`` on the same decoded, resampled tile;
+  target: p50 overhead at most 15 ms;
+- throughput (tiles/s) at concurrency 1, 4 and 16 against raw ONNX Runtime on batches of the
+  server's max batch size; target: at least 0.8x at concurrency 16; the mean model batch the
+  server formed (from its ``sarveg_model_batch_size`` metric) is shown too;
+- load: ``--load`` requests at concurrency 16: errors, and the resident memory of the server's
+  processes after a warm-up and at the end; target: zero errors, growth under 10 %.
+
+The client runs on the same machine (aiohttp, one process) and takes CPU from the server, so
+the HTTP figures are pessimistic on a small machine. Tiles are synthetic (``tests.tile_factory``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import aiohttp
+import numpy as np
+import psutil
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from sarveg import bands  # noqa: E402
+from serving.predictor import Predictor  # noqa: E402
+from tests.tile_factory import coherence_x100, s1grd_db, write_geotiff  # noqa: E402
+
+CONCURRENCY = (1, 4, 16)
+TARGET_P50_OVERHEAD_MS = 15.0
+TARGET_THROUGHPUT_RATIO = 0.8
+TARGET_RSS_GROWTH = 0.10
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start_server(models: str, port: int, log_path: Path) -> subprocess.Popen[bytes]:
+    env = os.environ | {
+        "SARVEG_MODELS": models,
+        "BENTOML_DO_NOT_TRACK": "true",
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+    }
+    bentoml = Path(sys.executable).with_name("bentoml")
+    return subprocess.Popen(
+        [str(bentoml), "serve", "serving.service:SarVeg", "--port", str(port)],
+        cwd=ROOT,
+        env=env,
+        stdout=log_path.open("wb"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+
+
+async def wait_ready(url: str, process: subprocess.Popen[bytes], timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    async with aiohttp.ClientSession() as session:
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise RuntimeError("server exited during start-up")
+            try:
+                async with session.get(f"{url}/readyz") as response:
+                    if response.status == 200:
+                        return
+            except aiohttp.ClientError:
+                pass
+            await asyncio.sleep(0.3)
+    raise RuntimeError(f"server not ready after {timeout_s:.0f} s")
+
+
+async def run_requests(
+    url: str, payload: bytes, n_requests: int, concurrency: int
+) -> tuple[list[float], int, float]:
+    """POST ``payload`` as multipart ``tile`` ``n_requests`` times; latencies, errors, wall s."""
+    latencies: list[float] = []
+    errors = 0
+    remaining = n_requests
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    async with aiohttp.ClientSession(connector=connector) as session:
+
+        async def worker() -> None:
+            nonlocal remaining, errors
+            while remaining > 0:
+                remaining -= 1
+                form = aiohttp.FormData()
+                form.add_field("tile", payload, filename="tile.tif")
+                start = time.perf_counter()
+                try:
+                    async with session.post(f"{url}/predict", data=form) as response:
+                        await response.read()
+                        ok = response.status == 200
+                except aiohttp.ClientError:
+                    ok = False
+                latencies.append(time.perf_counter() - start)
+                errors += not ok
+
+        start = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        wall = time.perf_counter() - start
+    return latencies, errors, wall
+
+
+async def batch_stats(url: str) -> tuple[float, float]:
+    """Return (sum, count) of the server's sarveg_model_batch_size histogram."""
+    async with aiohttp.ClientSession() as session, session.get(f"{url}/metrics") as response:
+        text = await response.text()
+    total = sum(float(v) for v in re.findall(r"^sarveg_model_batch_size_sum\S* (\S+)", text, re.M))
+    count = sum(
+        float(v) for v in re.findall(r"^sarveg_model_batch_size_count\S* (\S+)", text, re.M)
+    )
+    return total, count
+
+
+def server_rss(pid: int) -> int:
+    """Resident bytes of the server process tree (arbiter and workers)."""
+    root = psutil.Process(pid)
+    return sum(p.memory_info().rss for p in [root, *root.children(recursive=True)])
+
+
+def percentile_ms(values: list[float], q: float) -> float:
+    return float(np.percentile(np.asarray(values) * 1000.0, q))
+
+
+def make_tile(modality: str, side: int, directory: Path) -> Path:
+    if modality == "s1grd":
+        return write_geotiff(directory / "tile.tif", s1grd_db(side=side), bands.S1GRD_RAW_BANDS)
+    coherence = coherence_x100(side=side)[:, :2]  # (4 seasons, 12/24 days, side, side)
+    channels = np.concatenate([coherence[[2, 3, 0, 1], 0], coherence[[2, 3, 0, 1], 1]])
+    return write_geotiff(directory / "tile.tif", channels, bands.GSSIC_CHANNELS)
+
+
+def raw_baseline(
+    models: str, modality: str, payload: bytes, seconds: float
+) -> tuple[list[float], float, int]:
+    """Raw onnxruntime: per-call latencies at batch 1, and tiles/s at the max batch size."""
+    predictor = Predictor.from_paths(models)
+    model, array = predictor.prepare(payload, modality)
+    single = array[None]  # (1, C, S, S)
+    batch = np.repeat(single, predictor.max_batch_size, axis=0)  # (B, C, S, S)
+    for _ in range(5):
+        model.onnx.run(single)
+        model.onnx.run(batch)
+    latencies = []
+    stop = time.perf_counter() + seconds
+    while time.perf_counter() < stop or len(latencies) < 50:
+        start = time.perf_counter()
+        model.onnx.run(single)
+        latencies.append(time.perf_counter() - start)
+    calls = 0
+    start = time.perf_counter()
+    while time.perf_counter() - start < seconds or calls < 5:
+        model.onnx.run(batch)
+        calls += 1
+    throughput = calls * len(batch) / (time.perf_counter() - start)
+    return latencies, throughput, predictor.max_batch_size
+
+
+async def measure(args: argparse.Namespace, models: str, workdir: Path) -> int:
+    predictor_probe = Predictor.from_paths(models)
+    model = predictor_probe.model_for(args.modality)
+    side = args.tile_px or model.manifest.source_tile_px
+    payload = make_tile(args.modality, side, workdir).read_bytes()
+    raw_latencies, raw_throughput, max_batch = raw_baseline(models, args.modality, payload, 2.0)
+    del predictor_probe
+
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    process = start_server(models, port, workdir / "server.log")
+    try:
+        await wait_ready(url, process, 120.0)
+        await run_requests(url, payload, 50, 4)  # warm-up
+        http_latencies, errors, _ = await run_requests(url, payload, args.latency_requests, 1)
+        rows = []
+        for concurrency in CONCURRENCY:
+            before = await batch_stats(url)
+            n = max(args.throughput_requests, 20 * concurrency)
+            _, level_errors, wall = await run_requests(url, payload, n, concurrency)
+            after = await batch_stats(url)
+            mean_batch = (after[0] - before[0]) / max(after[1] - before[1], 1.0)
+            rows.append((concurrency, n / wall, level_errors, mean_batch))
+            errors += level_errors
+        await run_requests(url, payload, 200, 16)
+        rss_warm = server_rss(process.pid)
+        load_latencies, load_errors, load_wall = await run_requests(url, payload, args.load, 16)
+        rss_end = server_rss(process.pid)
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+
+    name, provider = model.manifest.name, model.onnx.provider
+    print(f"sarveg serving benchmark: bundle {name} ({args.modality}), {provider}")
+    print(f"tile {side} px -> input {model.manifest.input_size} px, multipart upload")
+    if model.manifest.provenance.synthetic:
+        print("bundle provenance: synthetic")
+    print(f"\n{'latency (ms)':<34} {'HTTP':>10} {'raw ORT':>10} {'overhead':>10}")
+    for q in (50, 95):
+        http_ms, raw_ms = percentile_ms(http_latencies, q), percentile_ms(raw_latencies, q)
+        print(
+            f"{f'p{q}, one tile, concurrency 1':<34} {http_ms:>10.2f} {raw_ms:>10.3f} "
+            f"{http_ms - raw_ms:>10.2f}"
+        )
+    overhead = percentile_ms(http_latencies, 50) - percentile_ms(raw_latencies, 50)
+    print(
+        f"p50 overhead target <= {TARGET_P50_OVERHEAD_MS:.0f} ms: "
+        f"{'met' if overhead <= TARGET_P50_OVERHEAD_MS else 'NOT met'}"
+    )
+    print(
+        f"\n{'throughput (tiles/s)':<34} {'HTTP':>10} {'raw ORT':>10} {'ratio':>10} "
+        f"{'mean batch':>11}"
+    )
+    for concurrency, tiles_per_s, _, mean_batch in rows:
+        print(
+            f"{f'concurrency {concurrency}':<34} {tiles_per_s:>10.1f} {raw_throughput:>10.1f} "
+            f"{tiles_per_s / raw_throughput:>10.3f} {mean_batch:>11.2f}"
+        )
+    ratio16 = rows[-1][1] / raw_throughput
+    print(
+        f"raw ORT at batch {max_batch}; ratio target at concurrency 16 >= "
+        f"{TARGET_THROUGHPUT_RATIO}: {'met' if ratio16 >= TARGET_THROUGHPUT_RATIO else 'NOT met'}"
+    )
+    growth = (rss_end - rss_warm) / rss_warm
+    print(
+        f"\nload: {args.load} requests at concurrency 16 in {load_wall:.1f} s "
+        f"({args.load / load_wall:.1f} req/s), p50 {percentile_ms(load_latencies, 50):.1f} ms, "
+        f"p95 {percentile_ms(load_latencies, 95):.1f} ms"
+    )
+    print(
+        f"errors {load_errors} (other phases {errors}); server RSS after warm-up "
+        f"{rss_warm / 2**20:.1f} MiB, at the end {rss_end / 2**20:.1f} MiB, growth "
+        f"{growth:+.1%} (target < {TARGET_RSS_GROWTH:.0%}): "
+        f"{'met' if load_errors == 0 and growth < TARGET_RSS_GROWTH else 'NOT met'}"
+    )
+    return 0 if load_errors == 0 else 1
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--models", default=str(ROOT / "models"), help="SARVEG_MODELS value")
+    source.add_argument("--tiny", action="store_true", help="use the torch-free test bundles")
+    parser.add_argument("--modality", choices=bands.MODALITIES, default="s1grd")
+    parser.add_argument("--load", type=int, default=2000, help="requests in the load test")
+    parser.add_argument(
+        "--tile-px", type=int, default=None, help="tile side (default: the bundle's source_tile_px)"
+    )
+    parser.add_argument("--latency-requests", type=int, default=300)
+    parser.add_argument("--throughput-requests", type=int, default=400)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="sarveg-bench-") as tmp:
+        workdir = Path(tmp)
+        models = args.models
+        if args.tiny:
+            from tests.bundle_factory import build_bundles
+
+            build_bundles(workdir / "models")
+            models = str(workdir / "models")
+        return asyncio.run(measure(args, models, workdir))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,230 @@
+"""The predictor: bundles in, tile and scene answers out. Plain Python, no BentoML.
+
+``Predictor`` owns one :class:`~serving.model.ServedModel` per modality. It decodes uploads
+with :func:`sarveg.read_tile` (the file is recognised by its content, never by a declared
+content type), picks the bundle by the tile's modality, and answers tiles, scenes, scene maps
+and the model card. The HTTP service wraps it; batch scripts and tests can use it directly.
+
+Bundles are found from ``SARVEG_MODELS``: an ``os.pathsep``-separated list of bundle
+directories or of folders holding bundle directories (default: ``models/`` of the repository).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+import sarveg
+from sarveg.bundle import MANIFEST_FILE, MODEL_FILE, Bundle, BundleError, load_bundle
+from sarveg.errors import TileError
+from sarveg.tiles import Tile, check_modality, read_tile, sniff_format
+from serving.model import ServedModel
+from serving.runtime import OnnxModel, choose_providers
+from serving.sandbox import IsolatedDecoder
+from serving.scenes import run_scene, scene_modality, summarise_scene, write_scene_map
+from serving.schemas import BundleCard, ModelCard, ScenePrediction, TilePrediction
+
+logger = logging.getLogger(__name__)
+
+MODELS_ENV = "SARVEG_MODELS"
+DEFAULT_MODELS_DIR = Path(__file__).resolve().parents[1] / "models"
+DEFAULT_MAX_BATCH_SIZE = 32
+
+
+def find_bundle_dirs(spec: str | None = None) -> list[Path]:
+    """Return the bundle directories named by ``spec`` (default: ``$SARVEG_MODELS``).
+
+    Args:
+        spec: ``os.pathsep``-separated bundle directories or folders of bundle directories;
+            empty or None means ``$SARVEG_MODELS``, then the repository's ``models/``.
+
+    Raises:
+        BundleError: an entry that does not exist, or no bundle found at all.
+    """
+    spec = spec or os.environ.get(MODELS_ENV) or str(DEFAULT_MODELS_DIR)
+    found: list[Path] = []
+    for entry in filter(None, spec.split(os.pathsep)):
+        path = Path(entry).expanduser()
+        if (path / MANIFEST_FILE).is_file():
+            found.append(path)
+        elif path.is_dir():
+            found.extend(sorted(p.parent for p in path.glob(f"*/{MANIFEST_FILE}")))
+        else:
+            raise BundleError(
+                f"{MODELS_ENV}: expected a bundle directory or a folder of bundles, "
+                f"found nothing at {path}"
+            )
+    if not found:
+        raise BundleError(
+            f"no model bundles in {spec!r}: expected directories holding {MANIFEST_FILE} "
+            f"(set {MODELS_ENV}, or export a model into models/)"
+        )
+    return found
+
+
+class Predictor:
+    """Answers tiles and scenes with one bundle per modality.
+
+    Args:
+        bundles: verified bundles, at most one per modality.
+        providers: ONNX Runtime providers to ask for (default: CUDA if usable, else CPU).
+        intra_op_threads: threads per session (default: the usable cores).
+        max_batch_size: most tiles per model call.
+        isolate_netcdf: decode NetCDF uploads in a child process (:mod:`serving.sandbox`), so
+            a file that crashes the native decoder cannot take this process down.
+    """
+
+    def __init__(
+        self,
+        bundles: Sequence[Bundle],
+        *,
+        providers: list[str] | None = None,
+        intra_op_threads: int | None = None,
+        max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
+        isolate_netcdf: bool = True,
+    ) -> None:
+        if not bundles:
+            raise BundleError("expected at least one bundle, found none")
+        self.max_batch_size = max_batch_size
+        self.netcdf_decoder = IsolatedDecoder() if isolate_netcdf else None
+        self.models: dict[str, ServedModel] = {}
+        requested = providers or choose_providers()
+        for bundle in bundles:
+            modality = bundle.manifest.modality
+            if modality in self.models:
+                raise BundleError(
+                    f"{bundle.directory}: expected one bundle per modality, found a second "
+                    f"{modality} bundle (first: {self.models[modality].manifest.name})"
+                )
+            onnx_model = OnnxModel(
+                bundle.model_path, providers=requested, intra_op_threads=intra_op_threads
+            )
+            self.models[modality] = ServedModel(bundle, onnx_model)
+            logger.info(
+                "loaded bundle %s (%s, input %d px, tiles of %d px) on %s with %d threads",
+                bundle.manifest.name,
+                modality,
+                bundle.manifest.input_size,
+                bundle.manifest.source_tile_px,
+                onnx_model.provider,
+                onnx_model.intra_op_threads,
+            )
+
+    @classmethod
+    def from_paths(
+        cls,
+        spec: str | None = None,
+        *,
+        providers: list[str] | None = None,
+        intra_op_threads: int | None = None,
+        max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
+        isolate_netcdf: bool = True,
+    ) -> Predictor:
+        """Load every bundle named by ``spec`` (see :func:`find_bundle_dirs`)."""
+        return cls(
+            [load_bundle(path) for path in find_bundle_dirs(spec)],
+            providers=providers,
+            intra_op_threads=intra_op_threads,
+            max_batch_size=max_batch_size,
+            isolate_netcdf=isolate_netcdf,
+        )
+
+    def close(self) -> None:
+        """Stop the NetCDF decoding child process, if any."""
+        if self.netcdf_decoder is not None:
+            self.netcdf_decoder.close()
+
+    def model_for(self, modality: str) -> ServedModel:
+        """Return the bundle for ``modality``; a ``TileError`` names what this server serves."""
+        check_modality(modality)
+        if modality not in self.models:
+            raise TileError(
+                f"no model for {modality} tiles: this server expects "
+                f"{' or '.join(self.models)} tiles"
+            )
+        return self.models[modality]
+
+    def decode(self, data: bytes, modality: str | None = None) -> tuple[ServedModel, Tile]:
+        """Decode an uploaded tile and pick its bundle.
+
+        Args:
+            data: the file's bytes (GeoTIFF or sartiles NetCDF, recognised by content; NetCDF
+                is decoded in the isolated child process unless disabled).
+            modality: insist on ``"s1grd"`` or ``"gssic"``; None infers it from the bands.
+
+        Raises:
+            TileError: anything that is not a tile this server can answer.
+        """
+        if modality is not None:
+            self.model_for(modality)  # an unknown or unserved modality fails before decoding
+        if self.netcdf_decoder is not None and sniff_format(data[:8]) == "netcdf":
+            tile = self.netcdf_decoder.read_tile(data, modality)
+        else:
+            tile = read_tile(data, modality=modality)
+        return self.model_for(tile.modality), tile
+
+    def prepare(self, data: bytes, modality: str | None = None) -> tuple[ServedModel, np.ndarray]:
+        """Decode and resample an upload: its bundle and a ``(C, S, S)`` model input."""
+        model, tile = self.decode(data, modality)
+        return model, model.prepare(tile)
+
+    def predict(
+        self, data: bytes, modality: str | None = None, include_embedding: bool = False
+    ) -> TilePrediction:
+        """Answer one tile (decode, resample, run, OOD), without cross-request batching."""
+        model, array = self.prepare(data, modality)
+        outcome = model.predict_batch(array[None])[0]
+        return model.tile_prediction(outcome, include_embedding)
+
+    def _scene_model(self, data: bytes, modality: str | None) -> ServedModel:
+        return self.model_for(modality if modality is not None else scene_modality(data))
+
+    def predict_scene(self, data: bytes, modality: str | None = None) -> ScenePrediction:
+        """Answer a scene: its summary and every tile with its bounds."""
+        model = self._scene_model(data, modality)
+        run = run_scene(model, data, modality, self.max_batch_size)
+        return summarise_scene(model, run)
+
+    def predict_scene_map(self, data: bytes, modality: str | None = None) -> bytes:
+        """Answer a scene as a GeoTIFF map (bands vegetation_pct, ood_p_value, unreliable)."""
+        model = self._scene_model(data, modality)
+        return write_scene_map(model, run_scene(model, data, modality, self.max_batch_size))
+
+    def model_card(self, max_upload_mb: float, notes: Sequence[str] = ()) -> ModelCard:
+        """Describe the loaded bundles, the runtime and the limits."""
+        cards = []
+        for model in self.models.values():
+            manifest = model.manifest
+            cards.append(
+                BundleCard(
+                    name=manifest.name,
+                    modality=manifest.modality,
+                    band_names=manifest.band_names,
+                    units=manifest.units,
+                    input_size=manifest.input_size,
+                    source_tile_px=manifest.source_tile_px,
+                    resampling=manifest.resampling,
+                    embedding_size=manifest.embedding_size,
+                    architecture=manifest.architecture,
+                    metrics=manifest.metrics,
+                    ood=manifest.ood,
+                    provenance=manifest.provenance,
+                    model_sha256=manifest.files[MODEL_FILE],
+                    provider=model.onnx.provider,
+                )
+            )
+        first = next(iter(self.models.values()))
+        return ModelCard(
+            bundles=cards,
+            providers_available=ort.get_available_providers(),
+            intra_op_threads=first.onnx.intra_op_threads,
+            max_batch_size=self.max_batch_size,
+            max_upload_mb=max_upload_mb,
+            sarveg_version=sarveg.__version__,
+            notes=list(notes),
+        )

@@ -1,0 +1,184 @@
+"""Response models of the service, shared by the predictor and the BentoML endpoints.
+
+They are pydantic models so that BentoML derives a typed OpenAPI schema from them. Vegetation is
+the mean tree cover of a tile in percent (0..100); SWD values are in embedding units.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer
+
+from sarveg.bundle import Architecture, OODCalibration, Provenance, RegionMetrics
+
+
+class _Response(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Interval(_Response):
+    """Conformal prediction interval of ``vegetation_pct``."""
+
+    low: float = Field(description="Lower bound, percent (0..100).")
+    high: float = Field(description="Upper bound, percent (0..100).")
+    coverage: float = Field(
+        description="Nominal marginal coverage (e.g. 0.9): the share of in-distribution tiles "
+        "whose true vegetation falls inside their interval."
+    )
+
+
+class TileOODResult(_Response):
+    """Whether the tile looks like the data the model was calibrated on."""
+
+    swd_by_region: dict[str, float] = Field(
+        description="Exact sliced Wasserstein distance (SWD_2) of the tile's embedding to each "
+        "reference region's embeddings."
+    )
+    nearest_region: str = Field(description="Reference region with the smallest SWD.")
+    score: float = Field(description="Nonconformity score (larger is stranger).")
+    p_value: float = Field(
+        description="Conformal p-value of the score against held-out in-distribution tiles."
+    )
+    unreliable: bool = Field(
+        description="p_value < alpha: at most a fraction alpha of in-distribution tiles are "
+        "flagged (alpha is in the model card)."
+    )
+
+
+class ModelRef(_Response):
+    """The bundle that answered."""
+
+    name: str
+    modality: str
+
+
+class TilePrediction(_Response):
+    """Result for one tile."""
+
+    vegetation_pct: float = Field(description="Predicted mean tree cover, percent (0..100).")
+    interval: Interval
+    ood: TileOODResult
+    model: ModelRef
+    embedding: list[float] | None = Field(
+        default=None, description="The model's embedding (only with include_embedding=true)."
+    )
+
+    @model_serializer(mode="wrap")
+    def _omit_absent_embedding(self, handler: SerializerFunctionWrapHandler):  # noqa: ANN202
+        # Absent rather than null when not asked for. No return annotation on purpose: pydantic
+        # then keeps the model's own schema for the OpenAPI document.
+        data = handler(self)
+        if data.get("embedding") is None:
+            data.pop("embedding", None)
+        return data
+
+
+class SceneTileResult(_Response):
+    """One tile of a scene, with its place in the grid and its footprint."""
+
+    row: int = Field(description="Tile row in the scene grid (0 = top).")
+    col: int = Field(description="Tile column in the scene grid (0 = left).")
+    bounds: tuple[float, float, float, float] = Field(
+        description="(left, bottom, right, top) in the scene's CRS."
+    )
+    valid_fraction: float = Field(description="Share of the tile's pixels with valid data.")
+    vegetation_pct: float
+    interval: Interval
+    ood: TileOODResult
+
+
+class VegetationStats(_Response):
+    """Distribution of the tile predictions of a scene, percent."""
+
+    mean: float
+    p10: float
+    p25: float
+    p50: float
+    p75: float
+    p90: float
+
+
+class SceneOODResult(_Response):
+    """The scene's tile embeddings taken together, compared with each reference region."""
+
+    swd_by_region: dict[str, float] = Field(
+        description="Set-level SWD_2 of the scene's tile embeddings to each region."
+    )
+    nearest_region: str
+    score: float = Field(description="Set SWD_2 to the fine-tuning region.")
+    p_value: float = Field(
+        description="Rank of the scene's SWD among random in-distribution sets of its size."
+    )
+    unreliable: bool = Field(
+        description="p_value < alpha. Tiles of a scene are spatially correlated, so read it "
+        "together with unreliable_tile_share."
+    )
+
+
+class SceneGrid(_Response):
+    """The tile grid: one map pixel per tile."""
+
+    rows: int
+    cols: int
+    tile_px: int = Field(description="Tile side in scene pixels (the bundle's source_tile_px).")
+    crs: str | None = Field(description="The scene's CRS (WKT or EPSG code), if any.")
+    transform: tuple[float, float, float, float, float, float] = Field(
+        description="Affine (a, b, c, d, e, f) of the grid: scene transform x scale(tile_px)."
+    )
+
+
+class SceneSummary(_Response):
+    """Summary of a scene."""
+
+    tile_count: int = Field(description="Tiles predicted (tiles under 25 % valid are skipped).")
+    vegetation_pct: VegetationStats
+    unreliable_tile_share: float = Field(description="Share of tiles flagged unreliable.")
+    ood: SceneOODResult
+    grid: SceneGrid
+
+
+class ScenePrediction(_Response):
+    """Result for a scene: the summary and every tile."""
+
+    summary: SceneSummary
+    model: ModelRef
+    tiles: list[SceneTileResult]
+
+
+class BundleCard(_Response):
+    """What one loaded bundle expects and how well it did."""
+
+    name: str
+    modality: str
+    band_names: list[str] = Field(description="Model channels in order, derived from the upload.")
+    units: str
+    input_size: int = Field(description="Side in pixels the tiles are resampled to.")
+    source_tile_px: int = Field(description="Native tile side; scenes are cut into these.")
+    resampling: str
+    embedding_size: int
+    architecture: Architecture
+    metrics: dict[str, RegionMetrics] = Field(description="Test-split metrics per region.")
+    ood: OODCalibration = Field(
+        description="OOD calibration: alpha (the bounded false-flag rate), method, measured "
+        "false-flag rate, interval coverage, AUROC on an unseen region."
+    )
+    provenance: Provenance
+    model_sha256: str
+    provider: str = Field(description="ONNX Runtime execution provider actually used.")
+
+
+class ModelCard(_Response):
+    """The running service: bundles, runtime and limits."""
+
+    bundles: list[BundleCard]
+    providers_available: list[str]
+    intra_op_threads: int
+    max_batch_size: int
+    max_upload_mb: float
+    sarveg_version: str
+    notes: list[str]
+
+
+class ErrorMessage(_Response):
+    """Body of every 4xx answer."""
+
+    error: str = Field(description="What was expected and what was found.")

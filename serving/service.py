@@ -1,0 +1,255 @@
+"""The BentoML service: a thin HTTP layer over :class:`serving.predictor.Predictor`.
+
+Start it with ``bentoml serve serving.service:SarVeg --port 3000`` (``make serve``). Bundles come
+from ``SARVEG_MODELS`` (default ``models/``), the upload cap from ``SARVEG_MAX_UPLOAD_MB``
+(default 256), the largest model batch from ``SARVEG_MAX_BATCH_SIZE`` (default 32).
+
+Endpoints (all answer JSON except the scene map):
+
+- ``POST /predict``: one tile -> vegetation, interval, OOD block, model, embedding on request.
+- ``POST /predict_scene``: a scene GeoTIFF -> summary and per-tile results with bounds.
+- ``POST /predict_scene_map``: a scene GeoTIFF -> GeoTIFF map (vegetation_pct, ood_p_value,
+  unreliable) on the tile grid, in the scene's CRS.
+- ``GET`` or ``POST /model_card``: bundles, bands, metrics, OOD calibration, provider.
+- BentoML's ``/readyz``, ``/livez``, ``/metrics``, ``/docs.json`` and the Swagger UI at ``/``.
+
+Uploads reach the endpoints through :class:`serving.uploads.UploadGuard` (multipart field
+``tile`` or a raw body, the size cap, the options); the parameters declared below are the public
+contract shown in OpenAPI. Tiles from concurrent ``/predict`` requests share model calls through
+:class:`serving.batcher.MicroBatcher`. Bad input is answered 4xx with ``{"error": "..."}``;
+anything else is a server fault and keeps BentoML's 500 and traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import anyio
+import bentoml
+import numpy as np
+from bentoml.validators import ContentType
+from pydantic import Field, WithJsonSchema
+from starlette.responses import JSONResponse, Response
+
+from sarveg.errors import TileError
+from serving.batcher import MicroBatcher
+from serving.model import ServedModel, TileOutcome
+from serving.predictor import DEFAULT_MAX_BATCH_SIZE, Predictor
+from serving.schemas import ModelCard, ScenePrediction, TilePrediction
+from serving.uploads import (
+    Upload,
+    UploadGuard,
+    error_response,
+    max_upload_bytes,
+    stashed_upload,
+)
+
+# BentoML's logging config leaves other loggers at WARNING: show model loading and refusals.
+logging.getLogger("serving").setLevel(logging.INFO)
+
+MAX_BATCH_ENV = "SARVEG_MAX_BATCH_SIZE"
+# Scenes can be large: run them one at a time so tile requests keep their cores and memory.
+SCENE_CONCURRENCY = 1
+# Declared types of the upload fields, for the OpenAPI document and Swagger UI's file picker.
+TILE_DESCRIPTION = (
+    "The GeoTIFF (or sartiles NetCDF for /predict); recognised by its content, whatever its "
+    "declared type."
+)
+TileFile = Annotated[
+    Path | None,
+    # "file" is what BentoML's Python client looks for; OpenAPI wants a binary string.
+    WithJsonSchema({"type": "file", "format": "binary", "description": TILE_DESCRIPTION}),
+    WithJsonSchema(
+        {"type": "string", "format": "binary", "description": TILE_DESCRIPTION},
+        mode="serialization",
+    ),
+]
+ModalityOption = Annotated[
+    Literal["s1grd", "gssic"] | None,
+    Field(description="Insist on a modality; default: inferred from the band names or count."),
+]
+EmbeddingOption = Annotated[bool, Field(description="Add the model's embedding to the answer.")]
+
+UPLOAD_ROUTES = {
+    "/predict": frozenset({"modality", "include_embedding"}),
+    "/predict_scene": frozenset({"modality"}),
+    "/predict_scene_map": frozenset({"modality"}),
+}
+CARD_NOTES = (
+    "unreliable = p_value < ood.alpha: on in-distribution tiles (exchangeable with the "
+    "calibration tiles) at most a fraction alpha is flagged; ood.measured.false_flag_rate is the "
+    "rate measured on held-out tiles.",
+    "interval: split-conformal, marginal coverage ood.interval_alpha.",
+    "Bundles with provenance.synthetic = true were trained and evaluated on simulated data.",
+)
+
+
+def _max_batch_size() -> int:
+    raw = os.environ.get(MAX_BATCH_ENV, "").strip()
+    if not raw:
+        return DEFAULT_MAX_BATCH_SIZE
+    if not raw.isdigit() or int(raw) < 1:
+        raise ValueError(f"{MAX_BATCH_ENV}: expected a positive integer, found {raw!r}")
+    return int(raw)
+
+
+@functools.cache
+def _batch_size_histogram() -> Any:
+    """The ``sarveg_model_batch_size`` histogram on ``/metrics`` (tiles per model call)."""
+    # Imported here: BentoML points prometheus_client at its multiprocess directory only when
+    # the worker starts, after this module is imported.
+    import prometheus_client
+
+    return prometheus_client.Histogram(
+        "sarveg_model_batch_size",
+        "Tiles per model call for /predict (requests batched together).",
+        labelnames=["modality"],
+        buckets=(1, 2, 4, 8, 16, 32, 64, 128),
+    )
+
+
+def _upload(ctx: bentoml.Context, tile: Path | None, **options: object) -> Upload:
+    """Return the request's upload: stashed by the guard, or given as arguments in-process."""
+    upload = stashed_upload(ctx.request.scope)
+    if upload is not None:
+        return upload
+    if tile is None:
+        raise TileError("missing field 'tile': expected a GeoTIFF or NetCDF file")
+    modality = options.get("modality")
+    return Upload(
+        data=Path(tile).read_bytes(),
+        modality=str(modality) if modality is not None else None,
+        include_embedding=bool(options.get("include_embedding", False)),
+    )
+
+
+def _client_error(ctx: bentoml.Context, error: TileError) -> JSONResponse:
+    request = ctx.request
+    # BentoML copies ctx.response.status_code onto whatever an endpoint with ctx returns.
+    ctx.response.status_code = 400
+    return error_response(str(error), 400, f"{request.method} {request.url.path}")
+
+
+@bentoml.service(name="sarveg", workers=1, traffic={"timeout": 600})
+class SarVeg:
+    """Vegetation percentage and a calibrated OOD flag for Sentinel-1 tiles and scenes."""
+
+    def __init__(self) -> None:
+        self.max_upload_mb = max_upload_bytes() / 1024 / 1024
+        self.predictor = Predictor.from_paths(max_batch_size=_max_batch_size())
+        batch_sizes = _batch_size_histogram()
+        self.batchers: dict[str, MicroBatcher[TileOutcome | None]] = {}
+        for modality, model in self.predictor.models.items():
+
+            def run_batch(
+                tiles: np.ndarray, model: ServedModel = model
+            ) -> list[TileOutcome | None]:
+                batch_sizes.labels(modality=model.manifest.modality).observe(len(tiles))
+                return model.predict_batch(tiles)
+
+            self.batchers[modality] = MicroBatcher(
+                run_batch, self.predictor.max_batch_size, modality
+            )
+        self.scene_limiter = anyio.CapacityLimiter(SCENE_CONCURRENCY)
+        if self.predictor.netcdf_decoder is not None:
+            self.predictor.netcdf_decoder.start()
+
+    @bentoml.api(route="/predict")
+    async def predict(
+        self,
+        ctx: bentoml.Context,
+        tile: TileFile = None,
+        modality: ModalityOption = None,
+        include_embedding: EmbeddingOption = False,
+    ) -> TilePrediction:
+        """Predict one tile.
+
+        The tile is a GeoTIFF or sartiles NetCDF, sent as the multipart field ``tile`` or as the
+        raw body (Content-Type image/tiff). Tiles of any pixel size are resampled to the model
+        input. ``modality`` insists on s1grd or gssic (default: from the bands);
+        ``include_embedding=true`` adds the embedding.
+        """
+        try:
+            upload = _upload(ctx, tile, modality=modality, include_embedding=include_embedding)
+            model, array = await anyio.to_thread.run_sync(
+                self.predictor.prepare, upload.data, upload.modality
+            )
+            outcome = (await self.batchers[model.manifest.modality].submit(array[None]))[0]
+            return model.tile_prediction(outcome, upload.include_embedding)
+        except TileError as error:
+            return _client_error(ctx, error)  # type: ignore[return-value]
+
+    @bentoml.api(route="/predict_scene")
+    async def predict_scene(
+        self,
+        ctx: bentoml.Context,
+        tile: TileFile = None,
+        modality: ModalityOption = None,
+    ) -> ScenePrediction:
+        """Predict a scene GeoTIFF larger than a tile, cut into the bundle's tile footprint.
+
+        Returns a summary (tile count, vegetation mean and quantiles, share of unreliable tiles,
+        scene-level SWD to each reference region, nearest region, scene verdict) and every tile
+        with its bounds.
+        """
+        try:
+            upload = _upload(ctx, tile, modality=modality)
+            return await anyio.to_thread.run_sync(
+                self.predictor.predict_scene,
+                upload.data,
+                upload.modality,
+                limiter=self.scene_limiter,
+            )
+        except TileError as error:
+            return _client_error(ctx, error)  # type: ignore[return-value]
+
+    @bentoml.api(route="/predict_scene_map")
+    async def predict_scene_map(
+        self,
+        ctx: bentoml.Context,
+        tile: TileFile = None,
+        modality: ModalityOption = None,
+    ) -> Annotated[Path, ContentType("image/tiff")]:
+        """Predict a scene and return a GeoTIFF map on the tile grid.
+
+        One pixel per tile, in the scene's CRS; bands vegetation_pct, ood_p_value, unreliable
+        (float32, NaN where no tile was predicted).
+        """
+        try:
+            upload = _upload(ctx, tile, modality=modality)
+            data = await anyio.to_thread.run_sync(
+                self.predictor.predict_scene_map,
+                upload.data,
+                upload.modality,
+                limiter=self.scene_limiter,
+            )
+        except TileError as error:
+            return _client_error(ctx, error)  # type: ignore[return-value]
+        return Response(  # type: ignore[return-value]
+            content=data,
+            media_type="image/tiff",
+            headers={"Content-Disposition": 'attachment; filename="scene_map.tif"'},
+        )
+
+    @bentoml.api(route="/model_card")
+    def model_card(self) -> ModelCard:
+        """Describe the loaded bundles and the runtime (also answered for GET).
+
+        Bands expected, input size, metrics, OOD calibration, the ONNX Runtime provider actually
+        used and the service limits.
+        """
+        return self.predictor.model_card(self.max_upload_mb, CARD_NOTES)
+
+    @bentoml.on_shutdown
+    async def close(self) -> None:
+        """Stop the batch workers and the NetCDF decoding child."""
+        for batcher in self.batchers.values():
+            await batcher.close()
+        self.predictor.close()
+
+
+SarVeg.add_asgi_middleware(UploadGuard, routes=UPLOAD_ROUTES, get_routes=frozenset({"/model_card"}))
