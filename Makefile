@@ -20,6 +20,10 @@ $(STAMP): pyproject.toml Makefile
 test: $(STAMP)
 	$(PY) -m pytest -q
 
+# Serves the packaged bundles in models/ (override with SARVEG_MODELS) on http://localhost:3000.
+serve: $(STAMP)
+	$(VENV)/bin/bentoml serve serving.service:SarVeg --port 3000
+
 lint: $(STAMP)
 	$(VENV)/bin/ruff check sarveg training serving tests bench
 

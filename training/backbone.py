@@ -30,7 +30,9 @@ class Normalize(nn.Module):
     def __init__(self, mean: Sequence[float], std: Sequence[float]) -> None:
         super().__init__()
         if len(mean) != len(std):
-            raise ValueError(f"expected as many std as mean values, found {len(std)} vs {len(mean)}")
+            raise ValueError(
+                f"expected as many std as mean values, found {len(std)} vs {len(mean)}"
+            )
         self.register_buffer("mean", torch.tensor(list(mean), dtype=torch.float32).view(-1, 1, 1))
         self.register_buffer("std", torch.tensor(list(std), dtype=torch.float32).view(-1, 1, 1))
 
@@ -107,10 +109,14 @@ class SarViT(nn.Module):
         return self.forward_features(x)[:, 0]
 
     def cls_attention(self, x: torch.Tensor) -> torch.Tensor:
-        """Return the last block's CLS -> patch attention, ``(B, heads, h, w)``.
+        """Return the last block's CLS -> patch attention, ``(B, heads, h, w)``."""
+        return self.forward_with_attention(x)[1]
 
-        Recomputed from the last block's query/key projections, since timm's fused attention
-        never materialises the attention matrix.
+    def forward_with_attention(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return the CLS embedding ``(B, D)`` and last-block CLS -> patch attention in one pass.
+
+        The attention ``(B, heads, h, w)`` is recomputed from the last block's query/key
+        projections, since timm's fused attention never materialises the attention matrix.
         """
         _, _, height, width = x.shape
         tokens = self.embed_tokens(x)
@@ -126,7 +132,9 @@ class SarViT(nn.Module):
         weights = ((q[:, :, :1] * attn.scale) @ k.transpose(-2, -1)).softmax(dim=-1)  # (B, H, 1, T)
         patch = self.vit.patch_embed.patch_size
         grid = (height // patch[0], width // patch[1])
-        return weights[:, :, 0, self.num_prefix_tokens :].reshape(b, attn.num_heads, *grid)
+        attention = weights[:, :, 0, self.num_prefix_tokens :].reshape(b, attn.num_heads, *grid)
+        cls = self.vit.norm(last(tokens))[:, 0]  # (B, D)
+        return cls, attention
 
     def describe(self) -> dict[str, Any]:
         """Return what is needed to rebuild this backbone (name, kwargs, normalisation)."""
@@ -184,9 +192,7 @@ def load_backbone(checkpoint_path: str | Path, which: str = "teacher") -> SarViT
     backbone = backbone_from_description(state["backbone"])
     prefix = "backbone."
     weights = {
-        key[len(prefix) :]: value
-        for key, value in state[which].items()
-        if key.startswith(prefix)
+        key[len(prefix) :]: value for key, value in state[which].items() if key.startswith(prefix)
     }
     backbone.load_state_dict(weights)
     return backbone.eval()

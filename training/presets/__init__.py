@@ -1,0 +1,1 @@
+"""DINO pre-training presets (YAML), shipped as package data."""
