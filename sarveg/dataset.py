@@ -138,6 +138,7 @@ def index_dataset(
     label_year: int = DEFAULT_LABEL_YEAR,
     dataset_prefix: str | None = None,
     progress: bool = False,
+    read_labels: bool = True,
 ) -> list[TileRecord]:
     """Index a geetiles-layout folder.
 
@@ -148,6 +149,8 @@ def index_dataset(
         label_year: MODIS VCF year whose band gives ``vegetation_pct``.
         dataset_prefix: dataset folder prefix (default: the modality, e.g. ``s1grd-2020``).
         progress: show a progress bar (label rasters are read one by one).
+        read_labels: read MODIS labels; False leaves ``vegetation_pct`` NaN and skips the
+            per-tile label reads (inference over a new region needs no labels).
 
     Returns:
         Records sorted by region then identifier. Chips whose tile is missing or unreadable, or
@@ -199,7 +202,9 @@ def index_dataset(
                     region=region,
                     split=split,
                     path=path,
-                    vegetation_pct=label_of(label_dir, identifier, label_year, skipped),
+                    vegetation_pct=label_of(label_dir, identifier, label_year, skipped)
+                    if read_labels
+                    else float("nan"),
                     lon=(centroid := geometry_centroid(feature["geometry"]))[0],
                     lat=centroid[1],
                 )

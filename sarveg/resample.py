@@ -46,6 +46,9 @@ def resample_array(array: np.ndarray, size: int | tuple[int, int]) -> np.ndarray
     wy = area_weights(h, out_h).astype(np.float64)  # (out_h, H)
     wx = area_weights(w, out_w).astype(np.float64)  # (out_w, W)
     valid = np.isfinite(array)
+    if valid.all():
+        # Rows of the weight matrices sum to one, so no renormalisation is needed.
+        return (wy @ array.astype(np.float64) @ wx.T).astype(np.float32)
     filled = np.where(valid, array, 0.0).astype(np.float64)
     # Separable weighted sums: (out_h, H) @ (C, H, W) @ (W, out_w).
     total = wy @ filled @ wx.T  # (C, out_h, out_w)

@@ -54,16 +54,19 @@ class ServedModel:
     Args:
         bundle: the verified bundle.
         onnx_model: its ONNX graph in a session.
+        prepare_sets: build the set-scoring caches now (sorted reference projections, ~80 MB
+            per region at 10,000 projections); a worker that only scores tiles skips them.
     """
 
-    def __init__(self, bundle: Bundle, onnx_model: OnnxModel) -> None:
+    def __init__(self, bundle: Bundle, onnx_model: OnnxModel, *, prepare_sets: bool = True) -> None:
         self.bundle = bundle
         self.onnx = onnx_model
         self.scorer = OODScorer.from_bundle(bundle)
         # Set scoring fills caches (null distributions per set size) lazily: one scene at a time.
         self._set_lock = threading.Lock()
-        with self._set_lock:
-            self.scorer.prepare_set_scoring()
+        if prepare_sets:
+            with self._set_lock:
+                self.scorer.prepare_set_scoring()
 
     @property
     def manifest(self) -> BundleManifest:

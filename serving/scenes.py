@@ -14,8 +14,9 @@ from dataclasses import dataclass
 import numpy as np
 from affine import Affine
 from rasterio.crs import CRS
-from rasterio.io import MemoryFile
+from rasterio.io import DatasetWriter, MemoryFile
 
+from sarveg.bundle import BundleManifest
 from sarveg.errors import TileError
 from sarveg.ood import SetOOD
 from sarveg.scene import MIN_VALID_FRACTION, SceneTile, open_scene
@@ -215,13 +216,22 @@ def write_scene_map(model: ServedModel, run: SceneRun) -> bytes:
     with MemoryFile() as memfile:
         with memfile.open(**profile) as dst:
             dst.write(grid)
-            for index, name in enumerate(MAP_BANDS, start=1):
-                dst.set_band_description(index, name)
-            dst.update_tags(
-                model=manifest.name,
-                modality=manifest.modality,
+            label_map(
+                dst,
+                manifest,
                 tile_px=str(run.tile_px),
-                ood_alpha=str(manifest.ood.alpha),
                 synthetic=str(manifest.provenance.synthetic).lower(),
             )
         return memfile.read()
+
+
+def label_map(dst: DatasetWriter, manifest: BundleManifest, **tags: str) -> None:
+    """Name a map's bands (:data:`MAP_BANDS`) and tag the model that made it."""
+    for index, name in enumerate(MAP_BANDS, start=1):
+        dst.set_band_description(index, name)
+    dst.update_tags(
+        model=manifest.name,
+        modality=manifest.modality,
+        ood_alpha=str(manifest.ood.alpha),
+        **tags,
+    )
