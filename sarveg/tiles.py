@@ -17,6 +17,7 @@ location of an upload.
 from __future__ import annotations
 
 import contextlib
+import logging
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -42,6 +43,23 @@ DB_VALID_RANGE = (-100.0, 60.0)
 TIFF_MAGICS = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
 NETCDF_MAGICS = (b"CDF\x01", b"CDF\x02", b"CDF\x05", b"\x89HDF\r\n\x1a\n")
 EPSG_4326 = CRS.from_epsg(4326)
+
+
+class NetcdfDimensionNoise(logging.Filter):
+    """Drop GDAL's notes that sartiles' ``season`` / ``deltadays`` are not time / vertical axes.
+
+    They are expected for every GSSIC file and would otherwise fill logs with one line per tile.
+    """
+
+    NOISE = ("is not a Time dimension", "is not a Vertical dimension")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Keep every record except the two dimension notes."""
+        message = record.getMessage()
+        return not any(noise in message for noise in self.NOISE)
+
+
+logging.getLogger("rasterio._env").addFilter(NetcdfDimensionNoise())
 
 
 @dataclass(frozen=True)
