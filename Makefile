@@ -24,6 +24,12 @@ test: $(STAMP)
 serve: $(STAMP)
 	$(VENV)/bin/bentoml serve serving.service:SarVeg --port 3000
 
+# Rebuilds the packaged bundles end to end (simulate if missing -> pretrain -> finetune -> export).
+DATA ?= data/bench
+RUNS ?= runs
+models: $(STAMP)
+	$(PY) -m training.models_pipeline --data $(DATA) --runs $(RUNS) --models models
+
 lint: $(STAMP)
 	$(VENV)/bin/ruff check sarveg training serving tests bench
 

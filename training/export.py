@@ -1,0 +1,460 @@
+"""``sarveg export``: turn a fine-tuning run into a model bundle (``sarveg.bundle`` contract).
+
+    sarveg export --checkpoint FINETUNE_RUN --data DIR --out models/NAME
+
+Which tiles go where (fine-tuning region ``F``, e.g. conus; every split is the dataset's own):
+
+- ``model.onnx``: the fp32 graph or a faster variant that passes the drift rule
+  (``training.onnx_export``), checked on up to ``DRIFT_TILES`` test tiles of all regions.
+- reference (``reference.npz``, one group per region): test tiles of every region with labels,
+  at most ``max_reference`` each; for ``F`` only a reproducible half of its test split, so that
+  the other half can measure the OOD block.
+- calibration: the part of ``F``'s val split the fine-tuning run held out from early stopping
+  (recorded in its checkpoint), so it was used to fit nothing.
+- OOD evaluation (``ood.measured``): the other half of ``F``'s test split (false-flag rate,
+  interval coverage) and the val split of the unseen region (AUROC, Spearman with error).
+- ``metrics``: every region's whole test split.
+
+All embeddings and predictions stored or measured come from the shipped ONNX graph in ONNX
+Runtime, i.e. exactly what serving will compute.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from sarveg import __version__, bands
+from sarveg.bundle import (
+    MANIFEST_FILE,
+    MODEL_FILE,
+    REFERENCE_FILE,
+    Architecture,
+    BundleManifest,
+    Normalisation,
+    Provenance,
+    RegionMetrics,
+    RegionReference,
+    finalise_bundle,
+    load_bundle,
+    save_reference,
+)
+from sarveg.dataset import index_dataset
+from sarveg.ood import OODScorer, calibrate_ood, evaluate_ood
+from sarveg.tiles import read_tile
+from training.cache import TileCache, prepare_cache
+from training.evaluate import score_predictions, synthetic_data
+from training.label_budget import region_rng, split_holdout
+from training.model_card import CARD_FILE, render_model_card
+from training.onnx_export import export_best, make_session, reports_as_dicts, run_session
+from training.regressor import FinetunedModel, load_finetuned
+
+DRIFT_TILES = 1000
+MAX_REFERENCE_TILES = 2000
+DEFAULT_UNSEEN_REGION = "south_america"
+SOURCE_SIDE_SAMPLES = 25
+
+
+def lookup_rows(cache: TileCache, pairs: list[list[str]], what: str) -> np.ndarray:
+    """Cache rows of ``[[region, identifier], ...]``, failing if any tile is missing."""
+    index = {
+        (r, i): row for row, (r, i) in enumerate(zip(cache.regions, cache.identifiers, strict=True))
+    }
+    missing = [tuple(p) for p in pairs if tuple(p) not in index]
+    if missing:
+        raise ValueError(
+            f"expected the {len(pairs)} {what} tiles recorded in the checkpoint in the data "
+            f"folder, found {len(missing)} missing (e.g. {missing[0]}): is --data the folder "
+            "the model was fine-tuned on?"
+        )
+    return np.array([index[tuple(p)] for p in pairs], dtype=np.int64)
+
+
+def cap_positions(positions: np.ndarray, limit: int, seed: int, purpose: str) -> np.ndarray:
+    """Keep at most ``limit`` of ``positions``, a reproducible sample, in ascending order."""
+    positions = np.sort(np.asarray(positions, dtype=np.int64))
+    if len(positions) <= limit:
+        return positions
+    return np.sort(region_rng(seed, purpose, "cap").choice(positions, size=limit, replace=False))
+
+
+def take(group: RegionReference, positions: np.ndarray) -> RegionReference:
+    """The tiles of ``group`` at ``positions``."""
+    return RegionReference(
+        embedding=group.embedding[positions],
+        vegetation_pct=group.vegetation_pct[positions],
+        predicted_pct=group.predicted_pct[positions],
+    )
+
+
+def labelled_rows(cache: TileCache, rows: np.ndarray) -> np.ndarray:
+    """The rows that have a finite label."""
+    return rows[np.isfinite(cache.vegetation_pct[rows])]
+
+
+def run_rows(session: Any, cache: TileCache, rows: np.ndarray) -> RegionReference:
+    """ONNX Runtime predictions and embeddings of cache rows, with their labels."""
+    tiles = np.asarray(cache.tiles[np.sort(rows)], dtype=np.float32)
+    order = np.argsort(np.argsort(rows))  # back from ascending to the requested order
+    predicted, embedding = run_session(session, tiles)
+    return RegionReference(
+        embedding=embedding[order].astype(np.float32),
+        vegetation_pct=cache.vegetation_pct[rows].astype(np.float32),
+        predicted_pct=predicted[order].astype(np.float32),
+    )
+
+
+def native_side(data_dir: Path, modality: str, region: str) -> int:
+    """Median native tile side (pixels) of a sample of a region's tiles: ``source_tile_px``."""
+    records = index_dataset(data_dir, modality, [region])[:SOURCE_SIDE_SAMPLES]
+    if not records:
+        raise ValueError(f"expected {modality} tiles of {region} in {data_dir}, found none")
+    sides = [max(read_tile(r.path, modality=modality).array.shape[1:]) for r in records]
+    return int(np.median(sides))
+
+
+def code_version() -> str:
+    """``sarveg <version>`` plus the git commit of the checkout when there is one."""
+    root = Path(__file__).resolve().parents[1]
+    try:
+        commit = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=10,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=10,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return f"sarveg {__version__}"
+    return f"sarveg {__version__} (git {commit}{'-dirty' if dirty else ''})"
+
+
+def describe_data(data_dir: Path, synthetic: bool) -> str:
+    """One line saying what the data are."""
+    manifest = data_dir / "simulation.json"
+    if synthetic and manifest.is_file():
+        sim = json.loads(manifest.read_text())
+        return (
+            f"SYNTHETIC benchmark from sarveg simulate (not real Sentinel-1): regions "
+            f"{', '.join(sim.get('regions', []))}, {sim.get('tiles_per_region')} tiles per "
+            f"region, {sim.get('size')} px S1GRD tiles, seed {sim.get('seed')}"
+        )
+    return f"geetiles-layout folder {data_dir.name}"
+
+
+def architecture_of(finetuned: FinetunedModel) -> Architecture:
+    """The manifest's architecture block."""
+    backbone = finetuned.model.backbone
+    return Architecture(
+        name=backbone.name,
+        patch_size=int(backbone.vit.patch_embed.patch_size[0]),
+        embed_dim=backbone.embed_dim,
+        depth=len(backbone.vit.blocks),
+        num_heads=finetuned.model.num_heads,
+        input_size=finetuned.input_size,
+        in_chans=len(bands.CHANNELS[finetuned.modality]),
+        decoder_input=finetuned.checkpoint["decoder_input"],
+    )
+
+
+@dataclass(frozen=True)
+class ExportSettings:
+    """Choices of ``sarveg export`` besides the checkpoint, data and output folder.
+
+    Attributes:
+        unseen_region: region never seen in training, for AUROC / Spearman (None: skip).
+        variant: ``"auto"`` or a variant of ``training.onnx_export.VARIANTS``.
+        max_reference: reference tiles per region at most.
+        alpha: conformal level of the ``unreliable`` flag.
+        knn_k: neighbours of the k-NN score.
+        cache_dir: parent folder of tile caches (default ``DATA/.cache``).
+        timing_seconds: length of each throughput window when comparing variants.
+        timing_repeats: throughput windows per variant and batch size.
+        progress: progress bars while caches are prepared.
+    """
+
+    unseen_region: str | None = DEFAULT_UNSEEN_REGION
+    variant: str = "auto"
+    max_reference: int = MAX_REFERENCE_TILES
+    alpha: float = 0.05
+    knn_k: int = 10
+    cache_dir: str | Path | None = None
+    timing_seconds: float = 1.0
+    timing_repeats: int = 3
+    progress: bool = True
+
+
+def build_bundle(
+    checkpoint: str | Path,
+    data_dir: str | Path,
+    out_dir: str | Path,
+    settings: ExportSettings | None = None,
+    *,
+    name: str | None = None,
+    force: bool = False,
+) -> BundleManifest:
+    """Export a fine-tuning run as a verified bundle directory.
+
+    The bundle is assembled in a hidden staging folder next to ``out_dir`` and moved into
+    place only once ``load_bundle`` accepts it.
+
+    Args:
+        checkpoint: fine-tuning run folder or ``checkpoint.pt``.
+        data_dir: the geetiles folder it was fine-tuned on.
+        out_dir: the bundle directory to create (``models/NAME``).
+        settings: export choices (defaults: ``ExportSettings()``).
+        name: bundle name (default: the folder name).
+        force: replace an existing bundle directory.
+
+    Returns:
+        The manifest as written.
+    """
+    data_dir, out_dir = Path(data_dir), Path(out_dir)
+    if out_dir.exists():
+        if not force:
+            raise ValueError(f"expected a new bundle folder, found {out_dir}: pass --force")
+        if any(out_dir.iterdir()) and not (out_dir / MANIFEST_FILE).is_file():
+            raise ValueError(f"refusing to replace {out_dir}: it is not a bundle folder")
+    staging = out_dir.parent / f".{out_dir.name}.staging"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    try:
+        manifest = write_bundle(
+            checkpoint, data_dir, staging, name or out_dir.name, settings or ExportSettings()
+        )
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    staging.rename(out_dir)
+    return manifest
+
+
+def write_bundle(
+    checkpoint: str | Path, data_dir: Path, staging: Path, name: str, settings: ExportSettings
+) -> BundleManifest:
+    """Write and verify every bundle file in ``staging`` (see the module docstring)."""
+    finetuned = load_finetuned(checkpoint)
+    ckpt = finetuned.checkpoint
+    config = ckpt["config"]
+    regions_ft = list(config["data"]["regions"])
+    if len(regions_ft) != 1:
+        raise ValueError(
+            f"expected a model fine-tuned on one region (the OOD block is calibrated on one), "
+            f"found {regions_ft}"
+        )
+    region_ft = regions_ft[0]
+    modality, size, seed = finetuned.modality, finetuned.input_size, int(config["seed"])
+
+    def cache_of(regions: list[str] | None, splits: list[str] | None) -> TileCache:
+        return prepare_cache(
+            data_dir,
+            modality,
+            size,
+            regions,
+            splits,
+            settings.cache_dir,
+            progress=settings.progress,
+        )
+
+    ft_cache = cache_of(regions_ft, None)
+    calibration_rows = lookup_rows(ft_cache, ckpt["tiles"]["calibration"], "calibration")
+    test_cache = cache_of(None, ["test"])
+    test_rows = {
+        r: labelled_rows(test_cache, test_cache.indices(regions=[r]))
+        for r in sorted(set(test_cache.regions))
+    }
+    test_rows = {r: rows for r, rows in test_rows.items() if len(rows)}
+    if region_ft not in test_rows:
+        raise ValueError(f"expected labelled test tiles of {region_ft}, found none")
+    ft_test = test_rows[region_ft]
+    first, rest = split_holdout(
+        [test_cache.identifiers[i] for i in ft_test], [region_ft] * len(ft_test), 0.5, seed
+    )
+    reference_positions = {
+        r: cap_positions(
+            first if r == region_ft else np.arange(len(rows)), settings.max_reference, seed, r
+        )
+        for r, rows in test_rows.items()
+    }
+    per_region = max(1, DRIFT_TILES // len(test_rows))
+    drift_rows = np.concatenate(
+        [
+            rows[cap_positions(np.arange(len(rows)), per_region, seed, f"drift-{r}")]
+            for r, rows in test_rows.items()
+        ]
+    )
+    check_tiles = np.asarray(test_cache.tiles[np.sort(drift_rows)], dtype=np.float32)
+
+    chosen, reason, reports = export_best(
+        finetuned.model,
+        staging / MODEL_FILE,
+        check_tiles,
+        settings.variant,
+        settings.timing_seconds,
+        settings.timing_repeats,
+    )
+    session = make_session(staging / MODEL_FILE)
+    outputs = {r: run_rows(session, test_cache, rows) for r, rows in test_rows.items()}
+    references = {r: take(outputs[r], p) for r, p in reference_positions.items()}
+    calibration = run_rows(session, ft_cache, calibration_rows)
+    reference, ood = calibrate_ood(
+        references, region_ft, calibration, alpha=settings.alpha, knn_k=settings.knn_k
+    )
+    in_distribution = take(outputs[region_ft], rest)
+    unseen = None
+    if settings.unseen_region is not None and settings.unseen_region != region_ft:
+        if settings.unseen_region not in test_rows:
+            raise ValueError(
+                f"expected labelled tiles of the unseen region {settings.unseen_region} in "
+                f"{data_dir}, found regions {sorted(test_rows)} (pass --unseen-region none to skip)"
+            )
+        unseen_cache = cache_of([settings.unseen_region], ["val"])
+        unseen = run_rows(
+            session, unseen_cache, labelled_rows(unseen_cache, unseen_cache.indices())
+        )
+    synthetic = bool(ckpt.get("synthetic", synthetic_data(data_dir)))
+    measured = evaluate_ood(
+        OODScorer(reference, ood),
+        in_distribution,
+        unseen,
+        unseen_region=settings.unseen_region if unseen is not None else None,
+        synthetic=synthetic,
+    )
+    ood = ood.model_copy(update={"measured": measured})
+    metrics = {
+        r: RegionMetrics(**score_predictions(o.vegetation_pct, o.predicted_pct).as_dict())
+        for r, o in outputs.items()
+    }
+    save_reference(staging / REFERENCE_FILE, reference)
+
+    pretrained = ckpt.get("pretrained") or {}
+    pretrain_config = pretrained.get("config") or {}
+    summary = ckpt.get("summary", {})
+    provenance = Provenance(
+        data=describe_data(data_dir, synthetic),
+        synthetic=synthetic,
+        fine_tuning_regions=regions_ft,
+        pretraining_regions=[]
+        if config.get("from_scratch")
+        else list(pretrain_config.get("data", {}).get("regions", [])),
+        label_fraction=float(summary.get("label_fraction", 1.0)),
+        config={
+            "finetune": config,
+            "pretrain": pretrain_config or None,
+            "tiles": {
+                "labelled": len(ckpt["tiles"]["labelled"]),
+                "early_stopping": len(ckpt["tiles"]["early_stopping"]),
+                "calibration": len(calibration_rows),
+                "reference": {r: len(p) for r, p in reference_positions.items()},
+                "ood_evaluation_in_distribution": len(rest),
+                "ood_evaluation_unseen": 0 if unseen is None else len(unseen.embedding),
+            },
+            "export": {
+                "variant": chosen,
+                "reason": reason,
+                "opset": 17,
+                "drift_tiles": int(len(drift_rows)),
+                "variants": reports_as_dicts(reports),
+            },
+        },
+        code_version=code_version(),
+        created=datetime.now(UTC),
+    )
+    stats = ckpt["normalization"]
+    manifest = BundleManifest(
+        name=name,
+        modality=modality,
+        band_names=list(bands.CHANNELS[modality]),
+        units=bands.UNITS[modality],
+        input_size=size,
+        source_tile_px=native_side(data_dir, modality, region_ft),
+        normalisation=Normalisation(mean=stats["mean"], std=stats["std"]),
+        architecture=architecture_of(finetuned),
+        embedding_size=finetuned.model.backbone.embed_dim,
+        outputs=["vegetation_pct", "embedding", "attention"],
+        provenance=provenance,
+        metrics=metrics,
+        ood=ood,
+    )
+    (staging / CARD_FILE).write_text(render_model_card(manifest))
+    manifest = finalise_bundle(staging, manifest)
+    load_bundle(staging)
+    return manifest
+
+
+def main(argv: list[str]) -> int:
+    """``sarveg export`` entry point."""
+    parser = argparse.ArgumentParser(
+        prog="sarveg export",
+        description="Export a fine-tuned model to ONNX and write a verified model bundle.",
+    )
+    parser.add_argument("--checkpoint", required=True, help="fine-tuning run folder or .pt")
+    parser.add_argument("--data", type=Path, required=True, help="the data it was fine-tuned on")
+    parser.add_argument("--out", type=Path, required=True, help="bundle folder, e.g. models/NAME")
+    parser.add_argument("--name", default=None, help="bundle name (default: folder name)")
+    parser.add_argument(
+        "--unseen-region",
+        default=DEFAULT_UNSEEN_REGION,
+        help="region never trained on, for AUROC / Spearman ('none' to skip)",
+    )
+    parser.add_argument("--variant", default="auto", help="auto, fp32, fused, ort-offline, int8")
+    parser.add_argument("--max-reference", type=int, default=MAX_REFERENCE_TILES)
+    parser.add_argument("--alpha", type=float, default=0.05)
+    parser.add_argument("--knn-k", type=int, default=10)
+    parser.add_argument("--cache-dir", type=Path, default=None)
+    parser.add_argument("--force", action="store_true", help="replace an existing bundle")
+    parser.add_argument("--no-progress", action="store_true")
+    args = parser.parse_args(argv)
+    unseen = None if args.unseen_region.lower() == "none" else args.unseen_region
+    try:
+        settings = ExportSettings(
+            unseen_region=unseen,
+            variant=args.variant,
+            max_reference=args.max_reference,
+            alpha=args.alpha,
+            knn_k=args.knn_k,
+            cache_dir=args.cache_dir,
+            progress=not args.no_progress,
+        )
+        manifest = build_bundle(
+            args.checkpoint, args.data, args.out, settings, name=args.name, force=args.force
+        )
+    except ValueError as error:
+        print(f"sarveg export: {error}", file=sys.stderr)
+        return 1
+    export = manifest.provenance.config["export"]
+    measured = manifest.ood.measured
+    print(f"bundle {args.out}: variant {export['variant']} ({export['reason']})")
+    for region, m in manifest.metrics.items():
+        print(f"  {region:<14} RMSE {m.rmse:6.2f}  label sd {m.label_std:6.2f}  n {m.n_tiles}")
+    if measured is not None:
+        print(
+            f"  OOD: false-flag rate {measured.false_flag_rate:.3f} (alpha "
+            f"{manifest.ood.alpha}), coverage {measured.interval_coverage:.3f}, AUROC "
+            f"{measured.auroc}, Spearman {measured.spearman_abs_error}"
+        )
+    print(yaml.safe_dump({"files": manifest.files}, sort_keys=False).rstrip())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,187 @@
+"""``make models``: the packaged bundles, end to end, for both modalities.
+
+    python -m training.models_pipeline --data DATA_DIR --runs RUNS_DIR --models models
+        [--tiles-per-region 5000 --size 112] [--labels 1000] [--region conus]
+        [--pretrain-override key=value ...] [--finetune-override key=value ...]
+
+Per modality (S1GRD, then GSSIC):
+
+1. simulate the benchmark into ``DATA_DIR`` if it holds no geetiles layout yet (synthetic);
+2. DINO pre-training with the ``cpu-{modality}`` preset on europe + china + conus into
+   ``RUNS_DIR/pretrain-{modality}`` (reused when finished, resumed when interrupted);
+3. fine-tuning on ``--labels`` labelled train tiles of ``--region`` (default about 1,000 conus
+   tiles, what 1 % of Conus was in the paper) into ``RUNS_DIR/finetune-{modality}-{region}``
+   (reused when its checkpoint exists, unless ``--refit``);
+4. export to ``MODELS_DIR/{modality}-{region}`` (replaced), reference regions: all in the data.
+
+Step times are printed and written to ``RUNS_DIR/models_pipeline.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from sarveg import bands
+from sarveg.dataset import find_partitions
+from sarveg.simulate.layout import simulate_dataset
+from sarveg.simulate.regions import REGIONS
+from training.config import PretrainConfig, load_config
+from training.export import ExportSettings, build_bundle
+from training.finetune import finetune
+from training.finetune_config import load_finetune_config
+from training.pretrain import RunOptions, pretrain
+from training.regressor import CHECKPOINT_FILE
+
+DEFAULT_LABELS = 1000
+DEFAULT_REGION = "conus"
+FINETUNE_PRESET = "finetune-cpu"
+
+
+def pretrain_state(run_dir: Path) -> str:
+    """``"missing"``, ``"partial"`` or ``"done"`` for a pre-training run folder."""
+    path = run_dir / "checkpoint.pt"
+    if not path.is_file():
+        return "missing"
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    total = int(state["steps_per_epoch"]) * int(state["config"]["optim"]["epochs"])
+    return "done" if int(state["global_step"]) >= total else "partial"
+
+
+def run_modality(
+    modality: str, args: argparse.Namespace, timings: dict[str, float]
+) -> dict[str, Any]:
+    """Pre-train (if needed), fine-tune and export one modality; returns the export summary."""
+    progress = not args.no_progress
+    pretrain_dir = args.runs / f"pretrain-{modality}"
+    state = pretrain_state(pretrain_dir)
+    tick = time.perf_counter()
+    if state == "missing":
+        config = load_config(f"cpu-{modality}", args.pretrain_override)
+        pretrain(config, args.data, pretrain_dir, RunOptions(progress=progress))
+    elif state == "partial":
+        print(f"resuming the unfinished pre-training run {pretrain_dir}")
+        # Resuming uses the checkpoint's own config; the one passed here is ignored.
+        options = RunOptions(resume=True, progress=progress)
+        pretrain(PretrainConfig(), args.data, pretrain_dir, options)
+    else:
+        print(f"reusing the finished pre-training run {pretrain_dir}")
+    timings[f"pretrain-{modality}"] = time.perf_counter() - tick
+
+    finetune_dir = args.runs / f"finetune-{modality}-{args.region}"
+    tick = time.perf_counter()
+    if args.refit or not (finetune_dir / CHECKPOINT_FILE).is_file():
+        overrides = [
+            f"pretrained={pretrain_dir}",
+            f"labels={args.labels}",
+            f"data.regions=[{args.region}]",
+            *args.finetune_override,
+        ]
+        summary = finetune(
+            load_finetune_config(FINETUNE_PRESET, overrides), args.data, finetune_dir, progress
+        )
+        print(
+            f"finetune {modality}: {summary['n_labelled']} labelled {args.region} tiles, "
+            f"val RMSE {summary['best_val_rmse']:.2f}, epochs {summary['epochs_run']}"
+        )
+    else:
+        print(f"reusing the fine-tuning run {finetune_dir} (pass --refit to redo it)")
+    timings[f"finetune-{modality}"] = time.perf_counter() - tick
+
+    tick = time.perf_counter()
+    out = args.models / f"{modality}-{args.region}"
+    settings = ExportSettings(timing_seconds=args.timing_seconds, progress=progress)
+    manifest = build_bundle(finetune_dir, args.data, out, settings, force=True)
+    timings[f"export-{modality}"] = time.perf_counter() - tick
+    measured = manifest.ood.measured
+    return {
+        "bundle": str(out),
+        "variant": manifest.provenance.config["export"]["variant"],
+        "rmse": {r: round(m.rmse, 3) for r, m in manifest.metrics.items()},
+        "label_std": {r: round(m.label_std, 3) for r, m in manifest.metrics.items()},
+        "ood": None if measured is None else measured.model_dump(),
+        "bytes": sum(p.stat().st_size for p in out.iterdir()),
+    }
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The pipeline's argument parser."""
+    parser = argparse.ArgumentParser(
+        prog="python -m training.models_pipeline",
+        description="Simulate (if needed), pre-train, fine-tune and export the packaged bundles.",
+    )
+    parser.add_argument("--data", type=Path, required=True, help="benchmark folder")
+    parser.add_argument("--runs", type=Path, required=True, help="folder for training runs")
+    parser.add_argument("--models", type=Path, default=Path("models"), help="bundle folder")
+    parser.add_argument("--modalities", default=",".join(bands.MODALITIES))
+    parser.add_argument("--tiles-per-region", type=int, default=5000, help="when simulating")
+    parser.add_argument("--size", type=int, default=112, help="S1GRD px when simulating")
+    parser.add_argument("--workers", type=int, default=2, help="simulation processes")
+    parser.add_argument("--labels", type=float, default=DEFAULT_LABELS)
+    parser.add_argument("--region", default=DEFAULT_REGION, help="fine-tuning region")
+    parser.add_argument(
+        "--pretrain-override", action="append", default=[], help="key=value for pre-training"
+    )
+    parser.add_argument(
+        "--finetune-override", action="append", default=[], help="key=value for fine-tuning"
+    )
+    parser.add_argument("--timing-seconds", type=float, default=1.0, help="variant timing window")
+    parser.add_argument("--refit", action="store_true", help="redo existing fine-tuning runs")
+    parser.add_argument("--no-progress", action="store_true")
+    return parser
+
+
+def main(argv: list[str]) -> int:
+    """Run the whole chain; returns 0 when every bundle was written and verified."""
+    args = build_parser().parse_args(argv)
+    if args.labels > 1:
+        args.labels = int(args.labels)
+    modalities = [m.strip() for m in args.modalities.split(",") if m.strip()]
+    unknown = [m for m in modalities if m not in bands.MODALITIES]
+    if unknown:
+        print(f"expected modalities among {bands.MODALITIES}, found {unknown}", file=sys.stderr)
+        return 2
+    started = time.perf_counter()
+    timings: dict[str, float] = {}
+    if not find_partitions(args.data):
+        tick = time.perf_counter()
+        print(f"simulating the SYNTHETIC benchmark into {args.data}")
+        simulate_dataset(
+            args.data,
+            list(REGIONS),
+            args.tiles_per_region,
+            args.size,
+            seed=0,
+            workers=args.workers,
+            progress=not args.no_progress,
+        )
+        timings["simulate"] = time.perf_counter() - tick
+    results = {}
+    try:
+        for modality in modalities:
+            results[modality] = run_modality(modality, args, timings)
+    except ValueError as error:
+        print(f"models pipeline: {error}", file=sys.stderr)
+        return 1
+    timings["total"] = time.perf_counter() - started
+    args.runs.mkdir(parents=True, exist_ok=True)
+    record = {"timings_s": timings, "bundles": results}
+    (args.runs / "models_pipeline.json").write_text(json.dumps(record, indent=2) + "\n")
+    for step, seconds in timings.items():
+        print(f"  {step:<18} {seconds / 60:6.1f} min")
+    for modality, result in results.items():
+        print(
+            f"  {modality}: {result['bundle']} ({result['variant']}, "
+            f"{result['bytes'] / 1e6:.1f} MB), RMSE {result['rmse']}"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
