@@ -29,7 +29,7 @@ import sys
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import numpy as np
 import yaml
@@ -42,6 +42,7 @@ from sarveg.bundle import (
     Architecture,
     BundleManifest,
     Normalisation,
+    OODCalibration,
     Provenance,
     RegionMetrics,
     RegionReference,
@@ -184,6 +185,7 @@ class ExportSettings:
         max_reference: reference tiles per region at most.
         alpha: conformal level of the ``unreliable`` flag.
         knn_k: neighbours of the k-NN score.
+        score_name: the per-tile OOD score (``sarveg.bundle.OODCalibration.score_name``).
         cache_dir: parent folder of tile caches (default ``DATA/.cache``).
         timing_seconds: length of each throughput window when comparing variants.
         timing_repeats: throughput windows per variant and batch size.
@@ -195,6 +197,7 @@ class ExportSettings:
     max_reference: int = MAX_REFERENCE_TILES
     alpha: float = 0.05
     knn_k: int = 10
+    score_name: str = "knn_distance"
     cache_dir: str | Path | None = None
     timing_seconds: float = 1.0
     timing_repeats: int = 3
@@ -317,7 +320,12 @@ def write_bundle(
     references = {r: take(outputs[r], p) for r, p in reference_positions.items()}
     calibration = run_rows(session, ft_cache, calibration_rows)
     reference, ood = calibrate_ood(
-        references, region_ft, calibration, alpha=settings.alpha, knn_k=settings.knn_k
+        references,
+        region_ft,
+        calibration,
+        alpha=settings.alpha,
+        knn_k=settings.knn_k,
+        score_name=settings.score_name,
     )
     in_distribution = take(outputs[region_ft], rest)
     unseen = None
@@ -420,6 +428,12 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--max-reference", type=int, default=MAX_REFERENCE_TILES)
     parser.add_argument("--alpha", type=float, default=0.05)
     parser.add_argument("--knn-k", type=int, default=10)
+    parser.add_argument(
+        "--score",
+        default="knn_distance",
+        choices=get_args(OODCalibration.model_fields["score_name"].annotation),
+        help="per-tile OOD score",
+    )
     parser.add_argument("--cache-dir", type=Path, default=None)
     parser.add_argument("--force", action="store_true", help="replace an existing bundle")
     parser.add_argument("--no-progress", action="store_true")
@@ -432,6 +446,7 @@ def main(argv: list[str]) -> int:
             max_reference=args.max_reference,
             alpha=args.alpha,
             knn_k=args.knn_k,
+            score_name=args.score,
             cache_dir=args.cache_dir,
             progress=not args.no_progress,
         )

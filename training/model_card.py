@@ -78,6 +78,16 @@ def _ood_lines(manifest: BundleManifest) -> list[str]:
             f"| Spearman(score, absolute error) on {measured.unseen_region} | {_fmt(rho)} | "
             f">= {SPEARMAN_TARGET} | {_verdict(rho is not None and rho >= SPEARMAN_TARGET)} |",
         ]
+        if not auroc_ok:
+            lines += [
+                "",
+                f"Why the AUROC misses: the score is a distance to the "
+                f"{ood.fine_tuning_region} reference embeddings, so {measured.unseen_region} "
+                f"tiles whose embeddings fall among {ood.fine_tuning_region} tiles cannot be told "
+                "apart from them, however wrong their prediction. The Spearman correlation says "
+                "that the tiles the score does place far away are the ones with large errors: "
+                "treat `unreliable` as a warning that is raised for some, not all, unseen tiles.",
+            ]
     return lines
 
 

@@ -96,7 +96,9 @@ def run_modality(
 
     tick = time.perf_counter()
     out = args.models / f"{modality}-{args.region}"
-    settings = ExportSettings(timing_seconds=args.timing_seconds, progress=progress)
+    settings = ExportSettings(
+        score_name=args.ood_score, timing_seconds=args.timing_seconds, progress=progress
+    )
     manifest = build_bundle(finetune_dir, args.data, out, settings, force=True)
     timings[f"export-{modality}"] = time.perf_counter() - tick
     measured = manifest.ood.measured
@@ -131,6 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--finetune-override", action="append", default=[], help="key=value for fine-tuning"
     )
+    parser.add_argument("--ood-score", default="knn_distance", help="per-tile OOD score")
     parser.add_argument("--timing-seconds", type=float, default=1.0, help="variant timing window")
     parser.add_argument("--refit", action="store_true", help="redo existing fine-tuning runs")
     parser.add_argument("--no-progress", action="store_true")
@@ -172,7 +175,16 @@ def main(argv: list[str]) -> int:
     timings["total"] = time.perf_counter() - started
     args.runs.mkdir(parents=True, exist_ok=True)
     record = {"timings_s": timings, "bundles": results}
-    (args.runs / "models_pipeline.json").write_text(json.dumps(record, indent=2) + "\n")
+    record_path = args.runs / "models_pipeline.json"
+    if record_path.is_file():  # keep the other modality's figures when run one at a time
+        previous = json.loads(record_path.read_text())
+        steps = {k: v for k, v in previous.get("timings_s", {}).items() if k != "total"}
+        steps |= {k: v for k, v in timings.items() if k != "total"}
+        record = {
+            "timings_s": steps | {"total": sum(steps.values())},
+            "bundles": previous.get("bundles", {}) | results,
+        }
+    record_path.write_text(json.dumps(record, indent=2) + "\n")
     for step, seconds in timings.items():
         print(f"  {step:<18} {seconds / 60:6.1f} min")
     for modality, result in results.items():

@@ -117,14 +117,20 @@ def export_onnx(model: VegetationRegressor, path: str | Path) -> onnx.ModelProto
     return proto
 
 
-def make_session(path: str | Path, threads: int = BENCH_THREADS) -> ort.InferenceSession:
-    """A CPU session configured like serving: ``threads`` intra-op threads, no spinning."""
+def make_session(
+    path: str | Path, threads: int = BENCH_THREADS, spinning: bool = False
+) -> ort.InferenceSession:
+    """A CPU session configured like serving: ``threads`` intra-op threads, no spinning.
+
+    ``spinning=True`` lets idle worker threads busy-wait for the next op (ONNX Runtime's
+    default): faster on an idle machine, but it steals cores from everything else.
+    """
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
     options.log_severity_level = 3
     return ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
 
