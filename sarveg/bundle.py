@@ -152,7 +152,7 @@ class OODCalibration(_Strict):
     """How the OOD block scores tiles and sets, and what it was calibrated on."""
 
     alpha: float = Field(default=0.05, gt=0.0, lt=1.0)
-    score_name: Literal["knn_distance", "swd_exact"] = "knn_distance"
+    score_name: Literal["knn_distance", "mahalanobis", "swd_exact"] = "knn_distance"
     method: str = Field(min_length=1)
     fine_tuning_region: str
     reference_regions: list[str] = Field(min_length=1)

@@ -19,11 +19,13 @@ why the three parts must not overlap (:func:`calibrate_ood` refuses exact duplic
 **Per tile.** ``swd_by_region`` is the exact SWD_2 between the tile and each region's reference
 (closed form, see :mod:`sarveg.swd`); ``nearest_region`` its argmin. The OOD ``score`` is
 ``ood.score_name``: ``knn_distance``, the mean Euclidean distance to the ``k`` nearest
-fine-tuning reference embeddings (default), or ``swd_exact``, the SWD_2 to the fine-tuning
-reference. The exact SWD_2 is a monotone function of the distance to the reference *mean*, so it
-cannot see a tile that sits in an empty pocket of a multi-modal embedding cloud (between land
-cover clusters); the k-NN distance can, at the cost of one ``(B, n)`` distance matrix. Both are
-measured by ``bench/ood.py`` and :func:`evaluate_ood`. The score becomes a conformal p-value
+fine-tuning reference embeddings (default), ``mahalanobis``, the distance to the fine-tuning
+reference under its shrunk covariance (``Whitening``: it weighs the few directions in which the
+reference hardly varies, where unseen regions often move), or ``swd_exact``, the SWD_2 to the
+fine-tuning reference. The exact SWD_2 is a monotone function of the distance to the reference
+*mean*, so it cannot see a tile that sits in an empty pocket of a multi-modal embedding cloud
+(between land cover clusters); the k-NN distance can, at the cost of one ``(B, n)`` distance
+matrix. All are measured by ``bench/ood.py`` and :func:`evaluate_ood`. The score becomes a conformal p-value
 against the calibration scores and ``unreliable = p_value < alpha``. The interval is
 normalised split conformal (:mod:`sarveg.conformal`) with difficulty ``knn_distance`` (the same
 mean k-NN distance, so intervals widen away from the reference) or ``knn_residual`` (mean
@@ -77,6 +79,8 @@ from sarveg.swd import (
 
 # Rows of the (B, n) distance matrix computed at once: bounds memory for large batches.
 KNN_BLOCK_ROWS = 512
+# Shrinkage of the Mahalanobis covariance towards a scaled identity (see ``Whitening``).
+MAHALANOBIS_SHRINKAGE = 0.1
 
 
 class NeighbourIndex:
@@ -119,17 +123,44 @@ class NeighbourIndex:
         return distances, indices
 
 
+class Whitening:
+    """Mahalanobis distance to one region's reference embeddings, with covariance shrinkage.
+
+    The covariance is shrunk towards a scaled identity, ``(1 - s) C + s tr(C) / D I``, so it
+    stays well conditioned when the reference holds few tiles per embedding dimension.
+    """
+
+    def __init__(self, reference: RegionReference, shrinkage: float = MAHALANOBIS_SHRINKAGE):
+        x = check_embeddings(reference.embedding, "reference embeddings").astype(np.float64)
+        self.mean = x.mean(axis=0)  # (D,)
+        cov = np.cov(x, rowvar=False)  # (D, D)
+        dim = cov.shape[0]
+        cov = (1.0 - shrinkage) * cov + shrinkage * np.trace(cov) / dim * np.eye(dim)
+        eigenvalues, eigenvectors = np.linalg.eigh(cov)
+        self.transform = eigenvectors / np.sqrt(np.maximum(eigenvalues, 1e-12))  # (D, D)
+
+    def distance(self, embedding: np.ndarray) -> np.ndarray:
+        """Mahalanobis distance ``(B,)`` of embeddings ``(B, D)``."""
+        x = check_embeddings(embedding, "tile embeddings", self.mean.size).astype(np.float64)
+        return np.sqrt(np.sum(((x - self.mean) @ self.transform) ** 2, axis=1))
+
+
 def _score_and_difficulty(
     embedding: np.ndarray,
     index: NeighbourIndex,
     moments: ReferenceMoments,
     settings: OODCalibration,
+    whitening: Whitening | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Return the OOD score ``(B,)`` and interval difficulty ``(B,)`` of tiles."""
     distances, indices = index.search(embedding)  # (B, k)
     knn_distance = distances.mean(axis=1)
     if settings.score_name == "knn_distance":
         score = knn_distance
+    elif settings.score_name == "mahalanobis":
+        if whitening is None:
+            raise ValueError("score 'mahalanobis' needs the fine-tuning region's whitening")
+        score = whitening.distance(embedding)
     else:
         score = swd_tile_exact(embedding, moments)
     if settings.difficulty == "knn_distance":
@@ -228,6 +259,11 @@ class OODScorer:
         self._means = np.stack([self.moments[r].mean for r in self.regions])  # (R, D)
         self._total_variances = np.array([self.moments[r].total_variance for r in self.regions])
         self.index = NeighbourIndex(reference.regions[self.fine_tuning_region], settings.knn_k)
+        self.whitening = (
+            Whitening(reference.regions[self.fine_tuning_region])
+            if settings.score_name == "mahalanobis"
+            else None
+        )
         self.calibration_scores = np.asarray(reference.calibration.score, np.float64)
         self.interval_quantile = conformal_quantile(
             reference.calibration.abs_error_norm, settings.interval_alpha
@@ -269,7 +305,7 @@ class OODScorer:
             raise ValueError(f"expected {x.shape[0]} predictions, found {yhat.shape[0]}")
         swd = self.swd_by_region(x)  # (B, R)
         score, difficulty = _score_and_difficulty(
-            x, self.index, self.moments[self.fine_tuning_region], self.settings
+            x, self.index, self.moments[self.fine_tuning_region], self.settings, self.whitening
         )
         p_value = conformal_p_values(score, self.calibration_scores)
         low, high = predict_intervals(
@@ -362,7 +398,7 @@ class OODScorer:
         null_size = _null_set_size(x.shape[0])
         p_value = float(conformal_p_values(verdict_score, self._null_swd(null_size)))
         tile_scores, _ = _score_and_difficulty(
-            x, self.index, self.moments[self.fine_tuning_region], self.settings
+            x, self.index, self.moments[self.fine_tuning_region], self.settings, self.whitening
         )
         tile_p = conformal_p_values(tile_scores, self.calibration_scores)
         by_region = dict(zip(self.regions, map(float, swd), strict=True))
@@ -436,7 +472,12 @@ def calibrate_ood(
     _require_disjoint(
         calibration, regions[fine_tuning_region], "calibration", "the fine-tuning reference"
     )
-    score, difficulty = _score_and_difficulty(calibration.embedding, index, moments, ood)
+    whitening = (
+        Whitening(regions[fine_tuning_region]) if ood.score_name == "mahalanobis" else None
+    )
+    score, difficulty = _score_and_difficulty(
+        calibration.embedding, index, moments, ood, whitening
+    )
     residuals = normalise_residuals(
         calibration.vegetation_pct, calibration.predicted_pct, difficulty, ood.difficulty_eps
     )

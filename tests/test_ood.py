@@ -331,3 +331,25 @@ def test_calibrate_rejects_calibration_tiles_in_the_reference(synthetic_world: d
         evaluate_ood(OODScorer(arrays, ood), synthetic_world["calibration"], synthetic=True)
     with pytest.raises(ValueError, match="fine_tuning_region"):
         calibrate_ood(synthetic_world["regions"], "mars", synthetic_world["calibration"])
+
+
+def test_mahalanobis_score_sees_shifts_along_quiet_directions() -> None:
+    from sarveg.bundle import OODCalibration
+    from sarveg.ood import Whitening
+
+    rng = np.random.default_rng(3)
+    scale = np.r_[np.full(4, 5.0), np.full(4, 0.05)]  # loud and quiet directions
+    reference = rng.normal(size=(2000, 8)) * scale
+    region = RegionReference(
+        embedding=reference.astype(np.float32),
+        vegetation_pct=np.zeros(2000, np.float32),
+        predicted_pct=np.zeros(2000, np.float32),
+    )
+    whitening = Whitening(region, shrinkage=0.0)
+    loud = np.zeros((1, 8))
+    loud[0, 0] = 1.0  # 0.2 sd along a loud direction
+    quiet = np.zeros((1, 8))
+    quiet[0, 7] = 1.0  # 20 sd along a quiet direction
+    assert whitening.distance(quiet)[0] > 10 * whitening.distance(loud)[0]
+    assert whitening.distance(quiet)[0] == pytest.approx(20.0, rel=0.1)
+    assert "mahalanobis" in OODCalibration.model_fields["score_name"].annotation.__args__
