@@ -25,11 +25,11 @@ reference hardly varies, where unseen regions often move), or ``swd_exact``, the
 fine-tuning reference. The exact SWD_2 is a monotone function of the distance to the reference
 *mean*, so it cannot see a tile that sits in an empty pocket of a multi-modal embedding cloud
 (between land cover clusters); the k-NN distance can, at the cost of one ``(B, n)`` distance
-matrix. All are measured by ``bench/ood.py`` and :func:`evaluate_ood`. The score becomes a conformal p-value
-against the calibration scores and ``unreliable = p_value < alpha``. The interval is
-normalised split conformal (:mod:`sarveg.conformal`) with difficulty ``knn_distance`` (the same
-mean k-NN distance, so intervals widen away from the reference) or ``knn_residual`` (mean
-absolute error of the k nearest reference tiles).
+matrix. All are measured by ``bench/ood.py`` and :func:`evaluate_ood`. The score becomes a
+conformal p-value against the calibration scores and ``unreliable = p_value < alpha``.
+The interval is normalised split conformal (:mod:`sarveg.conformal`) with difficulty
+``knn_distance`` (the same mean k-NN distance, so intervals widen away from the reference) or
+``knn_residual`` (mean absolute error of the k nearest reference tiles).
 
 **Per set** (a scene, a batch, a region). ``swd_by_region`` is the set-level SWD_2 at
 ``ood.n_projections`` fixed directions against reference projections sorted once and cached.
