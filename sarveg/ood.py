@@ -79,8 +79,6 @@ from sarveg.swd import (
 
 # Rows of the (B, n) distance matrix computed at once: bounds memory for large batches.
 KNN_BLOCK_ROWS = 512
-# Shrinkage of the Mahalanobis covariance towards a scaled identity (see ``Whitening``).
-MAHALANOBIS_SHRINKAGE = 0.1
 
 
 class NeighbourIndex:
@@ -123,19 +121,40 @@ class NeighbourIndex:
         return distances, indices
 
 
+def ledoit_wolf_shrinkage(x: np.ndarray) -> float:
+    """Ledoit-Wolf shrinkage intensity towards a scaled identity, from the data alone.
+
+    Args:
+        x: ``(n, D)`` samples.
+
+    Returns:
+        The weight in [0, 1] of ``tr(C) / D * I`` in the shrunk covariance.
+    """
+    x = x - x.mean(axis=0)
+    n, dim = x.shape
+    cov = x.T @ x / n  # (D, D)
+    target = np.trace(cov) / dim
+    dispersion = np.sum((cov - target * np.eye(dim)) ** 2) / dim
+    # Mean squared Frobenius distance of the one-sample estimates x x^T from cov, over n.
+    spread = (np.sum(np.sum(x**2, axis=1) ** 2) - n * np.sum(cov**2)) / (n**2 * dim)
+    return float(min(spread, dispersion) / dispersion) if dispersion > 0 else 1.0
+
+
 class Whitening:
     """Mahalanobis distance to one region's reference embeddings, with covariance shrinkage.
 
     The covariance is shrunk towards a scaled identity, ``(1 - s) C + s tr(C) / D I``, so it
-    stays well conditioned when the reference holds few tiles per embedding dimension.
+    stays well conditioned when the reference holds few tiles per embedding dimension; ``s`` is
+    the Ledoit-Wolf intensity estimated from the reference itself unless given.
     """
 
-    def __init__(self, reference: RegionReference, shrinkage: float = MAHALANOBIS_SHRINKAGE):
+    def __init__(self, reference: RegionReference, shrinkage: float | None = None):
         x = check_embeddings(reference.embedding, "reference embeddings").astype(np.float64)
         self.mean = x.mean(axis=0)  # (D,)
-        cov = np.cov(x, rowvar=False)  # (D, D)
+        self.shrinkage = ledoit_wolf_shrinkage(x) if shrinkage is None else shrinkage
+        cov = np.cov(x, rowvar=False, bias=True)  # (D, D)
         dim = cov.shape[0]
-        cov = (1.0 - shrinkage) * cov + shrinkage * np.trace(cov) / dim * np.eye(dim)
+        cov = (1.0 - self.shrinkage) * cov + self.shrinkage * np.trace(cov) / dim * np.eye(dim)
         eigenvalues, eigenvectors = np.linalg.eigh(cov)
         self.transform = eigenvectors / np.sqrt(np.maximum(eigenvalues, 1e-12))  # (D, D)
 
@@ -472,12 +491,8 @@ def calibrate_ood(
     _require_disjoint(
         calibration, regions[fine_tuning_region], "calibration", "the fine-tuning reference"
     )
-    whitening = (
-        Whitening(regions[fine_tuning_region]) if ood.score_name == "mahalanobis" else None
-    )
-    score, difficulty = _score_and_difficulty(
-        calibration.embedding, index, moments, ood, whitening
-    )
+    whitening = Whitening(regions[fine_tuning_region]) if ood.score_name == "mahalanobis" else None
+    score, difficulty = _score_and_difficulty(calibration.embedding, index, moments, ood, whitening)
     residuals = normalise_residuals(
         calibration.vegetation_pct, calibration.predicted_pct, difficulty, ood.difficulty_eps
     )

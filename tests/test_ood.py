@@ -353,3 +353,20 @@ def test_mahalanobis_score_sees_shifts_along_quiet_directions() -> None:
     assert whitening.distance(quiet)[0] > 10 * whitening.distance(loud)[0]
     assert whitening.distance(quiet)[0] == pytest.approx(20.0, rel=0.1)
     assert "mahalanobis" in OODCalibration.model_fields["score_name"].annotation.__args__
+
+
+def test_ledoit_wolf_shrinkage_matches_its_definition() -> None:
+    from sarveg.ood import ledoit_wolf_shrinkage
+
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(300, 20)) * np.linspace(0.1, 3.0, 20)
+    s = ledoit_wolf_shrinkage(x)
+    centred = x - x.mean(axis=0)
+    cov = centred.T @ centred / len(x)
+    mu = np.trace(cov) / 20
+    delta = np.linalg.norm(cov - mu * np.eye(20)) ** 2 / 20
+    beta = sum(np.linalg.norm(np.outer(v, v) - cov) ** 2 for v in centred) / len(x) ** 2 / 20
+    assert s == pytest.approx(min(beta, delta) / delta, rel=1e-9)
+    assert 0.0 < s < 1.0
+    # Many samples per dimension need little shrinkage; few need more.
+    assert ledoit_wolf_shrinkage(x[:25]) > s
