@@ -25,10 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import re
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -44,35 +41,13 @@ sys.path.insert(0, str(ROOT))
 
 from sarveg import bands  # noqa: E402
 from serving.predictor import Predictor  # noqa: E402
+from tests.server_process import free_port, start_server, stop_server  # noqa: E402
 from tests.tile_factory import coherence_x100, s1grd_db, write_geotiff  # noqa: E402
 
 CONCURRENCY = (1, 4, 16)
 TARGET_P50_OVERHEAD_MS = 15.0
 TARGET_THROUGHPUT_RATIO = 0.8
 TARGET_RSS_GROWTH = 0.10
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def start_server(models: str, port: int, log_path: Path) -> subprocess.Popen[bytes]:
-    env = os.environ | {
-        "SARVEG_MODELS": models,
-        "BENTOML_DO_NOT_TRACK": "true",
-        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
-    }
-    bentoml = Path(sys.executable).with_name("bentoml")
-    return subprocess.Popen(
-        [str(bentoml), "serve", "serving.service:SarVeg", "--port", str(port)],
-        cwd=ROOT,
-        env=env,
-        stdout=log_path.open("wb"),
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
 
 
 async def wait_ready(url: str, process: subprocess.Popen[bytes], timeout_s: float) -> None:
@@ -207,11 +182,7 @@ async def measure(args: argparse.Namespace, models: str, workdir: Path) -> int:
         load_latencies, load_errors, load_wall = await run_requests(url, payload, args.load, 16)
         rss_end = server_rss(process.pid)
     finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
+        stop_server(process)
 
     name, provider = model.manifest.name, model.onnx.provider
     print(f"sarveg serving benchmark: bundle {name} ({args.modality}), {provider}")

@@ -6,8 +6,6 @@ import math
 import os
 import re
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -25,6 +23,7 @@ from rasterio.transform import from_bounds
 
 from sarveg import bands
 from tests.bundle_factory import SOURCE_TILE_PX, build_bundles, region_tiles
+from tests.server_process import free_port, start_server, stop_server
 from tests.tile_factory import (
     BOUNDS,
     coherence_x100,
@@ -38,35 +37,17 @@ UPLOAD_CAP_MB = 1.0
 STARTUP_SECONDS = 60.0
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="session")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """Start ``bentoml serve`` on the tiny bundles; yield its base URL."""
     root = tmp_path_factory.mktemp("serve")
     build_bundles(root / "models")
     port = free_port()
-    env = os.environ | {
-        "SARVEG_MODELS": str(root / "models"),
+    extra_env = {
         "SARVEG_MAX_UPLOAD_MB": str(UPLOAD_CAP_MB),
-        "BENTOML_DO_NOT_TRACK": "true",
         "BENTOML_HOME": str(root / "bentoml"),
-        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
     }
-    bentoml = Path(sys.executable).with_name("bentoml")
-    log = (root / "server.log").open("wb")
-    process = subprocess.Popen(
-        [str(bentoml), "serve", "serving.service:SarVeg", "--port", str(port)],
-        cwd=ROOT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,  # the arbiter's workers die with the group
-    )
+    process = start_server(str(root / "models"), port, root / "server.log", extra_env)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + STARTUP_SECONDS
     try:
@@ -83,13 +64,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             time.sleep(0.3)
         yield url
     finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-        log.close()
+        stop_server(process)
 
 
 @pytest.fixture(scope="session")

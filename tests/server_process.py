@@ -1,0 +1,50 @@
+"""A real ``bentoml serve`` process of the sarveg service, for the tests and bench/serve.py."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    """An unused TCP port on the loopback interface."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start_server(
+    models: str, port: int, log_path: Path, extra_env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    """Start ``bentoml serve serving.service:SarVeg`` on ``models``, logging to ``log_path``."""
+    env = os.environ | {
+        "SARVEG_MODELS": models,
+        "BENTOML_DO_NOT_TRACK": "true",
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+    }
+    bentoml = Path(sys.executable).with_name("bentoml")
+    with log_path.open("wb") as log:
+        return subprocess.Popen(
+            [str(bentoml), "serve", "serving.service:SarVeg", "--port", str(port)],
+            cwd=ROOT,
+            env=env | (extra_env or {}),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # the arbiter's workers die with the group
+        )
+
+
+def stop_server(process: subprocess.Popen[bytes]) -> None:
+    """Stop the server's whole process group, forcefully if it lingers."""
+    os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
