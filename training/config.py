@@ -9,13 +9,15 @@ the normalisation statistics filled in, is written as YAML next to every checkpo
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 PRESET_DIR = Path(__file__).parent / "presets"
+M = TypeVar("M", bound=BaseModel)
 
 
 class ConfigError(ValueError):
@@ -204,16 +206,40 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
     return result
 
 
-def config_from_dict(data: dict[str, Any], source: str = "config") -> PretrainConfig:
-    """Validate a plain dict as a ``PretrainConfig``; errors name the offending keys."""
+def validate_config(model: type[M], data: dict[str, Any], source: str = "config") -> M:
+    """Validate a plain dict as ``model``; errors name the offending keys."""
     try:
-        return PretrainConfig.model_validate(data)
+        return model.model_validate(data)
     except ValidationError as error:
         problems = "; ".join(
             f"{'.'.join(str(part) for part in item['loc']) or '<root>'}: {item['msg']}"
             for item in error.errors()
         )
         raise ConfigError(f"invalid {source}: {problems}") from None
+
+
+def config_from_dict(data: dict[str, Any], source: str = "config") -> PretrainConfig:
+    """Validate a plain dict as a ``PretrainConfig``; errors name the offending keys."""
+    return validate_config(PretrainConfig, data, source)
+
+
+def read_yaml_mapping(preset_or_path: str | Path | None) -> dict[str, Any]:
+    """The mapping in a preset or YAML file (empty for None); anything else is a ``ConfigError``."""
+    if preset_or_path is None:
+        return {}
+    path = resolve_config_path(preset_or_path)
+    data = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"expected a YAML mapping in {path}, found {type(data).__name__}")
+    return data
+
+
+def load_typed_config(
+    model: type[M], preset_or_path: str | Path | None, overrides: Sequence[str], source: str
+) -> M:
+    """Load a preset or YAML file (or the defaults), apply dotted overrides and validate."""
+    data = apply_overrides(read_yaml_mapping(preset_or_path), list(overrides))
+    return validate_config(model, data, source)
 
 
 def load_config(preset_or_path: str | Path, overrides: list[str] | None = None) -> PretrainConfig:
@@ -227,10 +253,7 @@ def load_config(preset_or_path: str | Path, overrides: list[str] | None = None) 
         The validated config.
     """
     path = resolve_config_path(preset_or_path)
-    data = yaml.safe_load(path.read_text()) or {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"expected a YAML mapping in {path}, found {type(data).__name__}")
-    return config_from_dict(apply_overrides(data, overrides or []), source=str(path))
+    return load_typed_config(PretrainConfig, path, overrides or [], f"config {path}")
 
 
 def dump_config(config: PretrainConfig) -> str:

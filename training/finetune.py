@@ -287,7 +287,11 @@ def fit(
 
 
 def finetune(
-    config: FinetuneConfig, data_dir: Path, run_dir: Path, progress: bool = True
+    config: FinetuneConfig,
+    data_dir: Path,
+    run_dir: Path,
+    progress: bool = True,
+    cache: TileCache | None = None,
 ) -> dict[str, Any]:
     """Fine-tune and write the run folder.
 
@@ -296,6 +300,9 @@ def finetune(
         data_dir: folder in the geetiles layout.
         run_dir: where the checkpoint, config, log and summary go.
         progress: show progress bars.
+        cache: an already prepared cache of ``data_dir`` holding at least the fine-tuning
+            regions at the run's modality and input size (the report shares one across runs);
+            prepared from ``config.data`` when None.
 
     Returns:
         The summary also written to ``summary.json``.
@@ -308,16 +315,22 @@ def finetune(
         state = torch.load(pretrained_file, map_location="cpu", weights_only=False)
     config, description = resolve_config(config, state)
     assert config.modality is not None and config.data.input_size is not None
-    cache = prepare_cache(
-        data_dir,
-        config.modality,
-        config.data.input_size,
-        config.data.regions,
-        None,
-        config.data.cache_dir,
-        config.data.prepare_workers,
-        progress=progress,
-    )
+    if cache is None:
+        cache = prepare_cache(
+            data_dir,
+            config.modality,
+            config.data.input_size,
+            config.data.regions,
+            None,
+            config.data.cache_dir,
+            config.data.prepare_workers,
+            progress=progress,
+        )
+    elif (cache.modality, cache.input_size) != (config.modality, config.data.input_size):
+        raise ValueError(
+            f"expected a {config.modality} cache at {config.data.input_size} px, found "
+            f"{cache.modality} at {cache.input_size} px"
+        )
     tiles = choose_tiles(cache, config)
     if config.normalization.mean is None:  # from scratch without a run: the labelled tiles'
         mean, std = channel_stats(np.asarray(cache.tiles[tiles.labelled]))

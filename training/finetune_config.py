@@ -10,18 +10,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
-import yaml
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, field_validator
 
 from training.config import (
-    ConfigError,
     ModelConfig,
     NormalizationConfig,
     StrictModel,
-    apply_overrides,
-    resolve_config_path,
+    load_typed_config,
 )
 
 
@@ -86,17 +83,4 @@ def load_finetune_config(
     preset_or_path: str | Path | None, overrides: Sequence[str] = ()
 ) -> FinetuneConfig:
     """Load a preset name or YAML file (or the defaults), apply dotted overrides, validate."""
-    data: dict[str, Any] = {}
-    if preset_or_path is not None:
-        path = resolve_config_path(preset_or_path)
-        data = yaml.safe_load(path.read_text()) or {}
-        if not isinstance(data, dict):
-            raise ConfigError(f"expected a YAML mapping in {path}, found {type(data).__name__}")
-    try:
-        return FinetuneConfig.model_validate(apply_overrides(data, list(overrides)))
-    except ValidationError as error:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in item['loc']) or '<root>'}: {item['msg']}"
-            for item in error.errors()
-        )
-        raise ConfigError(f"invalid fine-tuning config: {problems}") from None
+    return load_typed_config(FinetuneConfig, preset_or_path, overrides, "fine-tuning config")
