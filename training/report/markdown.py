@@ -249,8 +249,8 @@ def write_report(
 ) -> Path:
     """Write ``report.md``."""
     budgets = ", ".join(
-        f"{b.name} = {b.fraction * 100:g} % of each region's train split, at least {config.min_labels} "
-        f"tiles per region, at most {b.max_epochs} epochs"
+        f"{b.name} = {b.fraction * 100:g} % of each region's train split, at least "
+        f"{config.min_labels} tiles per region, at most {b.max_epochs} epochs"
         for b in config.budgets
     )
     lines = ["# sarveg experiment report", ""]
