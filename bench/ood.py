@@ -24,8 +24,10 @@ from collections.abc import Callable
 
 import numpy as np
 
-from sarveg.bundle import RegionReference, load_bundle
-from sarveg.ood import OODScorer, calibrate_ood, evaluate_ood
+from sarveg.bundle import load_bundle
+from sarveg.ood import OODScorer, calibrate_ood
+from sarveg.ood_evaluation import evaluate_ood
+from sarveg.reference import RegionReference
 from sarveg.swd import draw_projections, set_swd_sorted
 
 REGIONS = ("europe", "china", "conus")

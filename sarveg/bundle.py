@@ -39,7 +39,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
-import numpy as np
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -51,6 +50,12 @@ from pydantic import (
 )
 
 from sarveg.bands import CHANNELS, UNITS, Modality
+from sarveg.errors import BundleError
+from sarveg.reference import (
+    CALIBRATION_GROUP,
+    ReferenceArrays,
+    read_reference,
+)
 from sarveg.resample import RESAMPLING_RULE
 from sarveg.tiles import MIN_SIDE_PX
 
@@ -61,17 +66,10 @@ REFERENCE_FILE = "reference.npz"
 MAX_BUNDLE_BYTES = 30 * 1024 * 1024
 # A training tile can be no larger than ``read_tile`` decodes: 16 bands of 4096 x 4096.
 MAX_SOURCE_TILE_PX = 4096
-CALIBRATION_GROUP = "calibration"
 REQUIRED_OUTPUTS: tuple[str, ...] = ("vegetation_pct", "embedding")
 OPTIONAL_OUTPUTS: tuple[str, ...] = ("attention",)
-REGION_ARRAYS: tuple[str, ...] = ("embedding", "vegetation_pct", "predicted_pct")
-CALIBRATION_ARRAYS: tuple[str, ...] = (*REGION_ARRAYS, "score", "abs_error_norm")
 REGION_PATTERN = r"^[a-z][a-z0-9_]*$"
 _SHA256_PATTERN = re.compile(r"^[0-9a-f]{64}$")
-
-
-class BundleError(ValueError):
-    """A bundle that does not satisfy the contract; the message names the file and the field."""
 
 
 class _Strict(BaseModel):
@@ -297,31 +295,6 @@ class BundleManifest(_Strict):
 
 
 @dataclass(frozen=True, eq=False)
-class RegionReference:
-    """Held-out test tiles of one region, as stored in ``reference.npz``."""
-
-    embedding: np.ndarray  # (n, D) float32
-    vegetation_pct: np.ndarray  # (n,) float32
-    predicted_pct: np.ndarray  # (n,) float32
-
-
-@dataclass(frozen=True, eq=False)
-class CalibrationReference(RegionReference):
-    """Held-out fine-tuning-region tiles used only for conformal calibration."""
-
-    score: np.ndarray  # (m,) float64
-    abs_error_norm: np.ndarray  # (m,) float64
-
-
-@dataclass(frozen=True, eq=False)
-class ReferenceArrays:
-    """Everything in ``reference.npz``."""
-
-    regions: dict[str, RegionReference]
-    calibration: CalibrationReference
-
-
-@dataclass(frozen=True, eq=False)
 class Bundle:
     """A loaded, verified bundle."""
 
@@ -338,77 +311,6 @@ def sha256_file(path: Path) -> str:
         while block := handle.read(1 << 20):
             digest.update(block)
     return digest.hexdigest()
-
-
-def save_reference(path: str | Path, reference: ReferenceArrays) -> None:
-    """Write ``reference`` to ``path`` in the ``reference.npz`` layout of this module."""
-    arrays: dict[str, np.ndarray] = {}
-    for region, group in reference.regions.items():
-        for key in REGION_ARRAYS:
-            arrays[f"{region}/{key}"] = np.asarray(getattr(group, key), dtype=np.float32)
-    for key in CALIBRATION_ARRAYS:
-        dtype = np.float32 if key in REGION_ARRAYS else np.float64
-        arrays[f"{CALIBRATION_GROUP}/{key}"] = np.asarray(
-            getattr(reference.calibration, key), dtype
-        )
-    with open(path, "wb") as handle:
-        np.savez(handle, **arrays)
-
-
-def read_reference(path: str | Path, ood: OODCalibration, embedding_size: int) -> ReferenceArrays:
-    """Read ``reference.npz`` and check its keys and shapes against the manifest.
-
-    Args:
-        path: the ``reference.npz`` file.
-        ood: the manifest's OOD section (regions, calibration size).
-        embedding_size: ``D``.
-
-    Raises:
-        BundleError: naming the file and the offending key.
-    """
-    groups = {r: REGION_ARRAYS for r in ood.reference_regions} | {
-        CALIBRATION_GROUP: CALIBRATION_ARRAYS
-    }
-    expected_keys = {f"{g}/{k}" for g, keys in groups.items() for k in keys}
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            stored = {key: npz[key] for key in npz.files}
-    except (OSError, ValueError) as error:
-        raise BundleError(
-            f"{path}: expected a numpy .npz archive, found unreadable data ({error})"
-        ) from error
-    missing = sorted(expected_keys - stored.keys())
-    unexpected = sorted(stored.keys() - expected_keys)
-    if missing or unexpected:
-        raise BundleError(
-            f"{path}: expected keys {sorted(expected_keys)}, "
-            f"missing {missing}, unexpected {unexpected}"
-        )
-    loaded: dict[str, dict[str, np.ndarray]] = {}
-    for group, keys in groups.items():
-        n = stored[f"{group}/embedding"].shape[0]
-        if group == CALIBRATION_GROUP and n != ood.calibration_size:
-            raise BundleError(
-                f"{path}: key '{group}/embedding': expected {ood.calibration_size} rows "
-                f"(ood.calibration_size), found {n}"
-            )
-        loaded[group] = {}
-        for key in keys:
-            array = stored[f"{group}/{key}"]
-            shape = (n, embedding_size) if key == "embedding" else (n,)
-            if array.shape != shape or n == 0 or not np.issubdtype(array.dtype, np.floating):
-                raise BundleError(
-                    f"{path}: key '{group}/{key}': expected a float array of shape {shape} "
-                    f"with n > 0, found {array.dtype} {array.shape}"
-                )
-            if not np.all(np.isfinite(array)):
-                raise BundleError(
-                    f"{path}: key '{group}/{key}': expected finite values, found NaN or inf"
-                )
-            loaded[group][key] = array
-    calibration = CalibrationReference(**loaded.pop(CALIBRATION_GROUP))
-    regions = {region: RegionReference(**arrays) for region, arrays in loaded.items()}
-    return ReferenceArrays(regions=regions, calibration=calibration)
 
 
 def _describe_validation_error(source: str, error: ValidationError) -> str:
@@ -491,7 +393,12 @@ def finalise_bundle(directory: str | Path, manifest: BundleManifest) -> BundleMa
         raise BundleError(
             _describe_validation_error(str(directory / MANIFEST_FILE), error)
         ) from None
-    read_reference(directory / REFERENCE_FILE, final.ood, final.embedding_size)
+    read_reference(
+        directory / REFERENCE_FILE,
+        final.ood.reference_regions,
+        final.ood.calibration_size,
+        final.embedding_size,
+    )
     (directory / MANIFEST_FILE).write_text(final.model_dump_json(indent=2) + "\n")
     return final
 
@@ -534,7 +441,12 @@ def load_bundle(path: str | Path) -> Bundle:
             raise BundleError(
                 f"{directory / name}: sha256 mismatch, expected {expected}, found {found}"
             )
-    reference = read_reference(directory / REFERENCE_FILE, manifest.ood, manifest.embedding_size)
+    reference = read_reference(
+        directory / REFERENCE_FILE,
+        manifest.ood.reference_regions,
+        manifest.ood.calibration_size,
+        manifest.embedding_size,
+    )
     return Bundle(
         directory=directory,
         manifest=manifest,

@@ -1,4 +1,4 @@
-"""The one exception type raised for bad input anywhere in sarveg."""
+"""Exception types: bad input tiles and bundles that break the contract."""
 
 from __future__ import annotations
 
@@ -9,3 +9,7 @@ class TileError(ValueError):
     The message always names what was expected and what was found, and never names a server's
     temporary path, so it can be shown to the user as it is.
     """
+
+
+class BundleError(ValueError):
+    """A bundle that does not satisfy the contract; the message names the file and the field."""

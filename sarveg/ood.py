@@ -11,7 +11,8 @@ fine-tuning region's held-out data, none of them used to train, early-stop or se
    :func:`calibrate_ood`, to compute their scores and normalised residuals. Nothing is fitted on
    them, so a new in-distribution tile is exchangeable with them.
 3. *evaluation*: a third part (in-distribution false-flag rate and interval coverage) and tiles
-   of a region the model never saw (AUROC, Spearman), measured by :func:`evaluate_ood`.
+   of a region the model never saw (AUROC, Spearman), measured by
+   :func:`sarveg.ood_evaluation.evaluate_ood`.
 
 A tile that is also in the reference has k-NN distance 0 and looks perfectly typical, which is
 why the three parts must not overlap (:func:`calibrate_ood` refuses exact duplicates).
@@ -25,8 +26,9 @@ reference hardly varies, where unseen regions often move), or ``swd_exact``, the
 fine-tuning reference. The exact SWD_2 is a monotone function of the distance to the reference
 *mean*, so it cannot see a tile that sits in an empty pocket of a multi-modal embedding cloud
 (between land cover clusters); the k-NN distance can, at the cost of one ``(B, n)`` distance
-matrix. All are measured by ``bench/ood.py`` and :func:`evaluate_ood`. The score becomes a
-conformal p-value against the calibration scores and ``unreliable = p_value < alpha``.
+matrix. All are measured by ``bench/ood.py`` and :func:`sarveg.ood_evaluation.evaluate_ood`.
+The score becomes a conformal p-value against the calibration scores and
+``unreliable = p_value < alpha``.
 The interval is normalised split conformal (:mod:`sarveg.conformal`) with difficulty
 ``knn_distance`` (the same mean k-NN distance, so intervals widen away from the reference) or
 ``knn_residual`` (mean absolute error of the k nearest reference tiles).
@@ -51,21 +53,15 @@ from typing import Any
 
 import numpy as np
 
-from sarveg.bundle import (
-    Bundle,
-    CalibrationReference,
-    OODCalibration,
-    OODMeasured,
-    ReferenceArrays,
-    RegionReference,
-)
+from sarveg.bundle import Bundle, OODCalibration
 from sarveg.conformal import (
     conformal_p_values,
     conformal_quantile,
-    interval_coverage,
     normalise_residuals,
     predict_intervals,
 )
+from sarveg.embedding_distance import NeighbourIndex, Whitening
+from sarveg.reference import CalibrationReference, ReferenceArrays, RegionReference
 from sarveg.swd import (
     ReferenceMoments,
     check_embeddings,
@@ -76,92 +72,6 @@ from sarveg.swd import (
     swd_tile_exact,
     wasserstein_sorted,
 )
-
-# Rows of the (B, n) distance matrix computed at once: bounds memory for large batches.
-KNN_BLOCK_ROWS = 512
-
-
-class NeighbourIndex:
-    """Exact k-nearest-neighbour search in one region's reference embeddings."""
-
-    def __init__(self, reference: RegionReference, k: int) -> None:
-        embedding = check_embeddings(reference.embedding, "reference embeddings")
-        # Centring first keeps the float32 expansion |x|^2 + |r|^2 - 2 x.r free of cancellation;
-        # float32 halves the memory traffic that dominates a batch-of-one search.
-        self.centre = embedding.mean(axis=0, dtype=np.float64).astype(np.float32)  # (D,)
-        self.embedding = embedding - self.centre  # (n, D) float32
-        self.squared_norms = np.sum(self.embedding**2, axis=1)  # (n,)
-        self.abs_error = np.abs(
-            np.asarray(reference.vegetation_pct, np.float64)
-            - np.asarray(reference.predicted_pct, np.float64)
-        )  # (n,)
-        self.k = min(k, self.embedding.shape[0])
-
-    def search(self, embedding: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Return ``(distances, indices)``, both ``(B, k)``, nearest first."""
-        x = check_embeddings(embedding, "tile embeddings", self.embedding.shape[1]) - self.centre
-        distances = np.empty((x.shape[0], self.k))
-        indices = np.empty((x.shape[0], self.k), dtype=np.int64)
-        for start in range(0, x.shape[0], KNN_BLOCK_ROWS):
-            block = x[start : start + KNN_BLOCK_ROWS]  # (b, D)
-            squared = block @ self.embedding.T  # (b, n)
-            squared *= -2.0
-            squared += np.sum(block**2, axis=1)[:, None]
-            squared += self.squared_norms
-            np.maximum(squared, 0.0, out=squared)  # rounding can dip just below zero
-            if self.k < squared.shape[1]:
-                nearest = np.argpartition(squared, self.k - 1, axis=1)[:, : self.k]  # (b, k)
-            else:
-                nearest = np.broadcast_to(np.arange(squared.shape[1]), squared.shape)
-            nearest_sq = np.take_along_axis(squared, nearest, axis=1)
-            order = np.argsort(nearest_sq, axis=1)
-            stop = start + len(block)
-            distances[start:stop] = np.sqrt(np.take_along_axis(nearest_sq, order, axis=1))
-            indices[start:stop] = np.take_along_axis(nearest, order, axis=1)
-        return distances, indices
-
-
-def ledoit_wolf_shrinkage(x: np.ndarray) -> float:
-    """Ledoit-Wolf shrinkage intensity towards a scaled identity, from the data alone.
-
-    Args:
-        x: ``(n, D)`` samples.
-
-    Returns:
-        The weight in [0, 1] of ``tr(C) / D * I`` in the shrunk covariance.
-    """
-    x = x - x.mean(axis=0)
-    n, dim = x.shape
-    cov = x.T @ x / n  # (D, D)
-    target = np.trace(cov) / dim
-    dispersion = np.sum((cov - target * np.eye(dim)) ** 2) / dim
-    # Mean squared Frobenius distance of the one-sample estimates x x^T from cov, over n.
-    spread = (np.sum(np.sum(x**2, axis=1) ** 2) - n * np.sum(cov**2)) / (n**2 * dim)
-    return float(min(spread, dispersion) / dispersion) if dispersion > 0 else 1.0
-
-
-class Whitening:
-    """Mahalanobis distance to one region's reference embeddings, with covariance shrinkage.
-
-    The covariance is shrunk towards a scaled identity, ``(1 - s) C + s tr(C) / D I``, so it
-    stays well conditioned when the reference holds few tiles per embedding dimension; ``s`` is
-    the Ledoit-Wolf intensity estimated from the reference itself unless given.
-    """
-
-    def __init__(self, reference: RegionReference, shrinkage: float | None = None):
-        x = check_embeddings(reference.embedding, "reference embeddings").astype(np.float64)
-        self.mean = x.mean(axis=0)  # (D,)
-        self.shrinkage = ledoit_wolf_shrinkage(x) if shrinkage is None else shrinkage
-        cov = np.cov(x, rowvar=False, bias=True)  # (D, D)
-        dim = cov.shape[0]
-        cov = (1.0 - self.shrinkage) * cov + self.shrinkage * np.trace(cov) / dim * np.eye(dim)
-        eigenvalues, eigenvectors = np.linalg.eigh(cov)
-        self.transform = eigenvectors / np.sqrt(np.maximum(eigenvalues, 1e-12))  # (D, D)
-
-    def distance(self, embedding: np.ndarray) -> np.ndarray:
-        """Mahalanobis distance ``(B,)`` of embeddings ``(B, D)``."""
-        x = check_embeddings(embedding, "tile embeddings", self.mean.size).astype(np.float64)
-        return np.sqrt(np.sum(((x - self.mean) @ self.transform) ** 2, axis=1))
 
 
 def _score_and_difficulty(
@@ -434,7 +344,7 @@ class OODScorer:
         )
 
 
-def _require_disjoint(
+def require_disjoint(
     tiles: RegionReference, other: RegionReference, name: str, other_name: str
 ) -> None:
     """Raise ``ValueError`` if any embedding of ``tiles`` also appears in ``other``."""
@@ -488,7 +398,7 @@ def calibrate_ood(
         ood = ood.model_copy(update={"method": describe_method(ood, n_reference)})
     index = NeighbourIndex(regions[fine_tuning_region], ood.knn_k)
     moments = ReferenceMoments.from_embeddings(regions[fine_tuning_region].embedding)
-    _require_disjoint(
+    require_disjoint(
         calibration, regions[fine_tuning_region], "calibration", "the fine-tuning reference"
     )
     whitening = Whitening(regions[fine_tuning_region]) if ood.score_name == "mahalanobis" else None
@@ -504,91 +414,3 @@ def calibrate_ood(
         abs_error_norm=residuals,
     )
     return ReferenceArrays(regions=dict(regions), calibration=stored), ood
-
-
-def rank_average(values: np.ndarray) -> np.ndarray:
-    """Return 1-based ranks of ``values`` with ties given their average rank."""
-    _, inverse, counts = np.unique(
-        np.asarray(values, np.float64), return_inverse=True, return_counts=True
-    )
-    last_rank = np.cumsum(counts)
-    return (last_rank - (counts - 1) / 2.0)[inverse]
-
-
-def auroc(negative_scores: np.ndarray, positive_scores: np.ndarray) -> float:
-    """Return the area under the ROC curve of a score separating positives (higher) from negatives.
-
-    Computed from ranks (Mann-Whitney U), ties counting one half.
-    """
-    negative = np.asarray(negative_scores, np.float64).ravel()
-    positive = np.asarray(positive_scores, np.float64).ravel()
-    if negative.size == 0 or positive.size == 0:
-        raise ValueError("expected at least one negative and one positive score")
-    ranks = rank_average(np.concatenate([negative, positive]))
-    u = ranks[negative.size :].sum() - positive.size * (positive.size + 1) / 2.0
-    return float(u / (positive.size * negative.size))
-
-
-def spearman(a: np.ndarray, b: np.ndarray) -> float:
-    """Return Spearman's rank correlation of two equal-length arrays (NaN if one is constant)."""
-    ra, rb = rank_average(a), rank_average(b)
-    if ra.shape != rb.shape:
-        raise ValueError(f"expected arrays of one length, found {ra.shape} and {rb.shape}")
-    ra, rb = ra - ra.mean(), rb - rb.mean()
-    denominator = np.sqrt(np.sum(ra**2) * np.sum(rb**2))
-    return float(np.sum(ra * rb) / denominator) if denominator > 0 else float("nan")
-
-
-def evaluate_ood(
-    scorer: OODScorer,
-    in_distribution: RegionReference,
-    unseen: RegionReference | None = None,
-    *,
-    unseen_region: str | None = None,
-    synthetic: bool,
-) -> OODMeasured:
-    """Measure the OOD block on evaluation tiles, for the bundle and the model card.
-
-    Args:
-        scorer: built from the bundle's reference and calibration.
-        in_distribution: held-out fine-tuning-region tiles in neither the reference nor the
-            calibration set: false-flag rate (target ``alpha``) and interval coverage.
-        unseen: labelled tiles of a region the model never saw: AUROC of the score against the
-            in-distribution tiles and Spearman correlation of the score with absolute error.
-        unseen_region: its name, recorded.
-        synthetic: whether the data are simulated (recorded; results must say so).
-
-    Returns:
-        The measured figures.
-    """
-    calibration = scorer.reference.calibration
-    fine_tuning_reference = scorer.reference.regions[scorer.fine_tuning_region]
-    _require_disjoint(in_distribution, fine_tuning_reference, "evaluation", "the reference")
-    _require_disjoint(in_distribution, calibration, "evaluation", "the calibration tiles")
-    inside = scorer.score_batch(in_distribution.embedding, in_distribution.predicted_pct)
-    y = np.asarray(in_distribution.vegetation_pct, np.float64)
-    labelled = np.isfinite(y)
-    measured: dict[str, Any] = {
-        "synthetic": synthetic,
-        "n_in_distribution": len(y),
-        "false_flag_rate": float(inside.unreliable.mean()),
-        "interval_coverage": interval_coverage(y, inside.interval_low, inside.interval_high),
-        "interval_width_mean": float(
-            np.mean((inside.interval_high - inside.interval_low)[labelled])
-        ),
-    }
-    if unseen is not None:
-        outside = scorer.score_batch(unseen.embedding, unseen.predicted_pct)
-        error = np.abs(
-            np.asarray(unseen.vegetation_pct, np.float64)
-            - np.asarray(unseen.predicted_pct, np.float64)
-        )
-        has_label = np.isfinite(error)
-        correlation = spearman(outside.score[has_label], error[has_label])
-        measured |= {
-            "unseen_region": unseen_region,
-            "n_unseen": len(outside.score),
-            "auroc": auroc(inside.score, outside.score),
-            "spearman_abs_error": None if np.isnan(correlation) else correlation,
-        }
-    return OODMeasured.model_validate(measured)

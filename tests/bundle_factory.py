@@ -29,12 +29,12 @@ from sarveg.bundle import (
     Normalisation,
     Provenance,
     RegionMetrics,
-    RegionReference,
     finalise_bundle,
     load_bundle,
-    save_reference,
 )
-from sarveg.ood import OODScorer, calibrate_ood, evaluate_ood
+from sarveg.ood import OODScorer, calibrate_ood
+from sarveg.ood_evaluation import evaluate_ood
+from sarveg.reference import RegionReference, save_reference
 
 EMBEDDING_SIZE = 16
 INPUT_SIZE = 16

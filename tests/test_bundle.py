@@ -25,13 +25,12 @@ from sarveg.bundle import (
     OODCalibration,
     Provenance,
     RegionMetrics,
-    RegionReference,
     finalise_bundle,
     load_bundle,
     parse_manifest,
-    save_reference,
 )
 from sarveg.ood import OODScorer, calibrate_ood
+from sarveg.reference import RegionReference, save_reference
 
 DIM = 8
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sarveg.bundle import RegionReference
 from sarveg.conformal import (
     conformal_p_values,
     conformal_quantile,
@@ -13,14 +12,9 @@ from sarveg.conformal import (
     normalise_residuals,
     predict_intervals,
 )
-from sarveg.ood import (
-    OODScorer,
-    auroc,
-    calibrate_ood,
-    evaluate_ood,
-    rank_average,
-    spearman,
-)
+from sarveg.ood import OODScorer, calibrate_ood
+from sarveg.ood_evaluation import auroc, evaluate_ood, rank_average, spearman
+from sarveg.reference import RegionReference
 from sarveg.swd import (
     ProjectedReference,
     ReferenceMoments,
@@ -335,7 +329,7 @@ def test_calibrate_rejects_calibration_tiles_in_the_reference(synthetic_world: d
 
 def test_mahalanobis_score_sees_shifts_along_quiet_directions() -> None:
     from sarveg.bundle import OODCalibration
-    from sarveg.ood import Whitening
+    from sarveg.embedding_distance import Whitening
 
     rng = np.random.default_rng(3)
     scale = np.r_[np.full(4, 5.0), np.full(4, 0.05)]  # loud and quiet directions
@@ -356,7 +350,7 @@ def test_mahalanobis_score_sees_shifts_along_quiet_directions() -> None:
 
 
 def test_ledoit_wolf_shrinkage_matches_its_definition() -> None:
-    from sarveg.ood import ledoit_wolf_shrinkage
+    from sarveg.embedding_distance import ledoit_wolf_shrinkage
 
     rng = np.random.default_rng(5)
     x = rng.normal(size=(300, 20)) * np.linspace(0.1, 3.0, 20)

@@ -45,13 +45,13 @@ from sarveg.bundle import (
     OODCalibration,
     Provenance,
     RegionMetrics,
-    RegionReference,
     finalise_bundle,
     load_bundle,
-    save_reference,
 )
 from sarveg.dataset import index_dataset
-from sarveg.ood import OODScorer, calibrate_ood, evaluate_ood
+from sarveg.ood import OODScorer, calibrate_ood
+from sarveg.ood_evaluation import evaluate_ood
+from sarveg.reference import RegionReference, save_reference
 from sarveg.tiles import read_tile
 from training.cache import TileCache, prepare_cache
 from training.evaluate import score_predictions, synthetic_data

@@ -1,0 +1,104 @@
+"""How good is an OOD block? False flags, coverage, AUROC and Spearman on held-out tiles.
+
+Measured once at export on tiles used for nothing else (see :mod:`sarveg.ood` for the three
+disjoint parts) and written to ``bundle.json`` as ``ood.measured``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from sarveg.bundle import OODMeasured
+from sarveg.conformal import interval_coverage
+from sarveg.ood import OODScorer, require_disjoint
+from sarveg.reference import RegionReference
+
+
+def rank_average(values: np.ndarray) -> np.ndarray:
+    """Return 1-based ranks of ``values`` with ties given their average rank."""
+    _, inverse, counts = np.unique(
+        np.asarray(values, np.float64), return_inverse=True, return_counts=True
+    )
+    last_rank = np.cumsum(counts)
+    return (last_rank - (counts - 1) / 2.0)[inverse]
+
+
+def auroc(negative_scores: np.ndarray, positive_scores: np.ndarray) -> float:
+    """Return the area under the ROC curve of a score separating positives (higher) from negatives.
+
+    Computed from ranks (Mann-Whitney U), ties counting one half.
+    """
+    negative = np.asarray(negative_scores, np.float64).ravel()
+    positive = np.asarray(positive_scores, np.float64).ravel()
+    if negative.size == 0 or positive.size == 0:
+        raise ValueError("expected at least one negative and one positive score")
+    ranks = rank_average(np.concatenate([negative, positive]))
+    u = ranks[negative.size :].sum() - positive.size * (positive.size + 1) / 2.0
+    return float(u / (positive.size * negative.size))
+
+
+def spearman(a: np.ndarray, b: np.ndarray) -> float:
+    """Return Spearman's rank correlation of two equal-length arrays (NaN if one is constant)."""
+    ra, rb = rank_average(a), rank_average(b)
+    if ra.shape != rb.shape:
+        raise ValueError(f"expected arrays of one length, found {ra.shape} and {rb.shape}")
+    ra, rb = ra - ra.mean(), rb - rb.mean()
+    denominator = np.sqrt(np.sum(ra**2) * np.sum(rb**2))
+    return float(np.sum(ra * rb) / denominator) if denominator > 0 else float("nan")
+
+
+def evaluate_ood(
+    scorer: OODScorer,
+    in_distribution: RegionReference,
+    unseen: RegionReference | None = None,
+    *,
+    unseen_region: str | None = None,
+    synthetic: bool,
+) -> OODMeasured:
+    """Measure the OOD block on evaluation tiles, for the bundle and the model card.
+
+    Args:
+        scorer: built from the bundle's reference and calibration.
+        in_distribution: held-out fine-tuning-region tiles in neither the reference nor the
+            calibration set: false-flag rate (target ``alpha``) and interval coverage.
+        unseen: labelled tiles of a region the model never saw: AUROC of the score against the
+            in-distribution tiles and Spearman correlation of the score with absolute error.
+        unseen_region: its name, recorded.
+        synthetic: whether the data are simulated (recorded; results must say so).
+
+    Returns:
+        The measured figures.
+    """
+    calibration = scorer.reference.calibration
+    fine_tuning_reference = scorer.reference.regions[scorer.fine_tuning_region]
+    require_disjoint(in_distribution, fine_tuning_reference, "evaluation", "the reference")
+    require_disjoint(in_distribution, calibration, "evaluation", "the calibration tiles")
+    inside = scorer.score_batch(in_distribution.embedding, in_distribution.predicted_pct)
+    y = np.asarray(in_distribution.vegetation_pct, np.float64)
+    labelled = np.isfinite(y)
+    measured: dict[str, Any] = {
+        "synthetic": synthetic,
+        "n_in_distribution": len(y),
+        "false_flag_rate": float(inside.unreliable.mean()),
+        "interval_coverage": interval_coverage(y, inside.interval_low, inside.interval_high),
+        "interval_width_mean": float(
+            np.mean((inside.interval_high - inside.interval_low)[labelled])
+        ),
+    }
+    if unseen is not None:
+        outside = scorer.score_batch(unseen.embedding, unseen.predicted_pct)
+        error = np.abs(
+            np.asarray(unseen.vegetation_pct, np.float64)
+            - np.asarray(unseen.predicted_pct, np.float64)
+        )
+        has_label = np.isfinite(error)
+        correlation = spearman(outside.score[has_label], error[has_label])
+        measured |= {
+            "unseen_region": unseen_region,
+            "n_unseen": len(outside.score),
+            "auroc": auroc(inside.score, outside.score),
+            "spearman_abs_error": None if np.isnan(correlation) else correlation,
+        }
+    return OODMeasured.model_validate(measured)
