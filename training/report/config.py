@@ -16,7 +16,7 @@ class BudgetConfig(StrictModel):
 
     name: str = Field(description="how the paper names it, e.g. '1 %'")
     fraction: float = Field(gt=0.0, le=1.0, description="share of the region's train split")
-    max_epochs: int = Field(10, ge=1, description="epoch cap for this budget (CPU time)")
+    max_epochs: int = Field(10, ge=1, description="epoch cap for this budget")
 
 
 class ReportConfig(StrictModel):
@@ -54,6 +54,9 @@ class ReportConfig(StrictModel):
     swd_projections: int = Field(10_000, ge=1)
     attention_tiles: int = Field(3, ge=1)
     seed: int = 0
+    table2_seeds: int = Field(
+        3, ge=1, description="repeats of Table 2 (label sample and init): mean and spread"
+    )
     workers: int = Field(2, ge=1, description="tile-decoding processes for the caches")
 
     @model_validator(mode="after")

@@ -39,13 +39,14 @@ class RunSpec:
     budget: str  # the budget's name, e.g. "1 %"
     n_labels: int  # labelled tiles, all regions together
     max_epochs: int
+    seed: int  # label sample, decoder init (and backbone init from scratch)
 
     @property
     def name(self) -> str:
         """Folder name, e.g. ``pretrained-conus-1pct``."""
         where = "+".join(self.regions) if len(self.regions) == 1 else "combined"
         slug = self.budget.replace(" ", "").replace("%", "pct").replace(".", "_")
-        return f"{self.init}-{where}-{slug}"
+        return f"{self.init}-{where}-{slug}-seed{self.seed}"
 
 
 @dataclass(frozen=True)
@@ -76,6 +77,7 @@ def make_spec(
     init: Init,
     regions: tuple[str, ...],
     budget: BudgetConfig,
+    seed: int,
 ) -> RunSpec:
     """The run for a budget on some regions, its size in tiles fixed from the cache."""
     return RunSpec(
@@ -85,6 +87,7 @@ def make_spec(
         budget=budget.name,
         n_labels=budget_tiles(cache, regions, budget, config.min_labels),
         max_epochs=budget.max_epochs,
+        seed=seed,
     )
 
 
@@ -158,7 +161,7 @@ def run_experiment(
         f"labels={spec.n_labels}",
         f"data.regions=[{','.join(spec.regions)}]",
         f"optim.max_epochs={spec.max_epochs}",
-        f"seed={config.seed}",
+        f"seed={spec.seed}",
         *config.finetune_overrides,
     ]
     finetune_config = load_finetune_config(config.finetune_preset, overrides)

@@ -90,6 +90,10 @@ def modality_section(result: ModalityResult, config: ReportConfig) -> list[str]:
     lines += [
         f"### Table 2 analogue: from scratch vs pre-trained, {first} labels",
         "",
+        f"RMSE in points on each region's test split: mean +/- standard deviation over "
+        f"{result.table2[0]['seeds']} seeds (each seed draws its own labelled tiles and "
+        "initialises the decoder, and the backbone from scratch, anew).",
+        "",
         *table(
             [
                 "region",
@@ -107,8 +111,8 @@ def modality_section(result: ModalityResult, config: ReportConfig) -> list[str]:
                     r["labelled_tiles"],
                     r["test_tiles"],
                     fmt(r["test_label_std"]),
-                    fmt(r["rmse_scratch"]),
-                    fmt(r["rmse_pretrained"]),
+                    f"{fmt(r['rmse_scratch'])} +/- {fmt(r['rmse_scratch_std'])}",
+                    f"{fmt(r['rmse_pretrained'])} +/- {fmt(r['rmse_pretrained_std'])}",
                     fmt(paper2["scratch"].get(r["region"])),
                     fmt(paper2["pretrained"].get(r["region"])),
                 ]
@@ -116,7 +120,7 @@ def modality_section(result: ModalityResult, config: ReportConfig) -> list[str]:
             ],
         ),
         "",
-        f"### Table 3 analogue: cross-region RMSE, pre-trained, {first} labels",
+        f"### Table 3 analogue: cross-region RMSE, pre-trained, {first} labels, first seed",
         "",
         "Rows: the region fine-tuned on; columns: the region inferred on (its test split).",
         "",

@@ -84,11 +84,14 @@ class Protocol:
         self.cache: TileCache | None = None
         self.results: dict[str, RunResult] = {}
 
-    def run(self, init: Init, regions: tuple[str, ...], budget_index: int) -> RunResult:
+    def run(
+        self, init: Init, regions: tuple[str, ...], budget_index: int, repeat: int = 0
+    ) -> RunResult:
         """Fine-tune and evaluate one run (reused when its folder is complete)."""
         assert self.cache is not None
         budget = self.config.budgets[budget_index]
-        spec = make_spec(self.cache, self.config, init, regions, budget)
+        seed = self.config.seed + repeat
+        spec = make_spec(self.cache, self.config, init, regions, budget, seed)
         done = len(self.results) + 1
         print(f"[{self.modality} run {done}] {spec.name}: {spec.n_labels} labelled tiles")
         result = run_experiment(
@@ -118,11 +121,16 @@ class Protocol:
         )
         result = ModalityResult(self.modality, self.input_size)
         first = config.budgets[0].name
-        own: dict[str, RunResult] = {}
-        scratch: dict[str, RunResult] = {}
+        own: dict[str, RunResult] = {}  # the first seed's pre-trained runs: Table 3, SWD
+        repeats: dict[tuple[str, str], list[float]] = {}  # (init, region) -> RMSE per seed
         for region in config.regions:
-            scratch[region] = self.run("scratch", (region,), 0)
-            own[region] = self.run("pretrained", (region,), 0)
+            for init in ("scratch", "pretrained"):
+                for repeat in range(config.table2_seeds):
+                    run = self.run(init, (region,), 0, repeat)
+                    rmse = analysis.region_rmse(run.predictions, region)
+                    repeats.setdefault((init, region), []).append(rmse)
+                    if init == "pretrained" and repeat == 0:
+                        own[region] = run
         combined = self.run("pretrained", tuple(config.pretrain_regions), 0)
         curves: dict[str, list[RunResult]] = {r: [own[r]] for r in config.budget_regions}
         for region in config.budget_regions:
@@ -136,14 +144,19 @@ class Protocol:
             where = run.spec.regions[0] if len(run.spec.regions) == 1 else COMBINED
             result.budget_tiles[run.spec.budget][where] = run.spec.n_labels
         for region in config.regions:
+            scratch_rmse = repeats[("scratch", region)]
+            pretrained_rmse = repeats[("pretrained", region)]
             result.table2.append(
                 {
                     "region": region,
                     "labelled_tiles": own[region].spec.n_labels,
                     "test_tiles": int(np.sum(np.asarray(reference.regions) == region)),
                     "test_label_std": result.label_std[region],
-                    "rmse_scratch": analysis.region_rmse(scratch[region].predictions, region),
-                    "rmse_pretrained": analysis.region_rmse(own[region].predictions, region),
+                    "seeds": len(scratch_rmse),
+                    "rmse_scratch": float(np.mean(scratch_rmse)),
+                    "rmse_scratch_std": float(np.std(scratch_rmse)),
+                    "rmse_pretrained": float(np.mean(pretrained_rmse)),
+                    "rmse_pretrained_std": float(np.std(pretrained_rmse)),
                 }
             )
         rows = {**own, f"{COMBINED} ({'+'.join(config.pretrain_regions)})": combined}
