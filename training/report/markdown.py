@@ -55,9 +55,19 @@ def check_targets(result: ModalityResult, config: ReportConfig) -> dict[str, Any
     diagonal = np.diag(single)
     off = ~np.eye(len(regions), dtype=bool)
     own_best = [bool(np.all(single[:, c][off[:, c]] > diagonal[c])) for c in range(len(regions))]
-    # Mean RMSE on each inference region over the models fine-tuned elsewhere.
-    cross_mean = {regions[c]: float(single[:, c][off[:, c]].mean()) for c in range(len(regions))}
+    # Mean RMSE on each inference region over the models fine-tuned elsewhere: (a) only models
+    # fine-tuned on pre-training regions, none of which saw the unseen region (the paper's
+    # question: how do models do on a region never seen?); (b) every other single-region model,
+    # including the one fine-tuned on the unseen region itself.
+    seen = np.isin(regions, config.pretrain_regions)
+    cross_mean = {
+        regions[c]: float(single[:, c][off[:, c] & seen].mean()) for c in range(len(regions))
+    }
+    cross_mean_all = {
+        regions[c]: float(single[:, c][off[:, c]].mean()) for c in range(len(regions))
+    }
     worst = max(cross_mean, key=cross_mean.__getitem__)
+    worst_all = max(cross_mean_all, key=cross_mean_all.__getitem__)
     return {
         "pretrained_beats_scratch": {
             "regions": wins,
@@ -77,6 +87,10 @@ def check_targets(result: ModalityResult, config: ReportConfig) -> dict[str, Any
             "mean_cross_region_rmse_by_inference_region": cross_mean,
             "worst": worst,
             "pass": worst == config.unseen_region,
+            "mean_over_all_other_region_models": cross_mean_all,
+            "worst_over_all_other_region_models": worst_all,
+            "in_region_rmse": dict(zip(regions, diagonal.tolist(), strict=True)),
+            "worst_in_region": regions[int(np.argmax(diagonal))],
         },
     }
 
@@ -208,6 +222,7 @@ def targets_section(checks: dict[str, dict[str, Any]]) -> list[str]:
     lines = ["## Targets on this data", ""]
     for modality, check in checks.items():
         tick = {True: "met", False: "**not met**"}
+        worst = check["unseen_region_worst"]
         lines += [
             f"- {modality.upper()}: pre-trained beats from scratch in "
             f"{len(check['pretrained_beats_scratch']['regions'])} regions "
@@ -230,15 +245,19 @@ def targets_section(checks: dict[str, dict[str, Any]]) -> list[str]:
                 ].items()
             )
             + f": {tick[check['cross_region_above_in_region']['pass']]}.",
-            f"- {modality.upper()}: mean cross-region RMSE by inference region "
+            f"- {modality.upper()}: mean RMSE on each region of the models fine-tuned on the "
+            "other pre-training regions (none saw the unseen region): "
             + ", ".join(
                 f"{r} {fmt(v)}"
-                for r, v in check["unseen_region_worst"][
-                    "mean_cross_region_rmse_by_inference_region"
-                ].items()
+                for r, v in worst["mean_cross_region_rmse_by_inference_region"].items()
             )
-            + f"; worst: {check['unseen_region_worst']['worst']}: "
-            f"{tick[check['unseen_region_worst']['pass']]}.",
+            + f"; worst: {worst['worst']}: {tick[worst['pass']]}. Averaged over every other "
+            "single-region model instead (the one fine-tuned on the unseen region included): "
+            + ", ".join(
+                f"{r} {fmt(v)}" for r, v in worst["mean_over_all_other_region_models"].items()
+            )
+            + f"; worst: {worst['worst_over_all_other_region_models']}. Worst in-region RMSE: "
+            f"{worst['worst_in_region']}.",
         ]
     return [*lines, ""]
 
