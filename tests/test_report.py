@@ -143,3 +143,19 @@ def test_cli_names_a_missing_pretraining_run(data, tmp_path, capsys):
     )
     assert code == 2
     assert "expected a pre-training checkpoint" in capsys.readouterr().err
+
+
+def test_render_only_rewrites_the_markdown_from_the_json(data, report):
+    markdown = report / "report.md"
+    markdown.write_text("stale")
+    argv = ["--data", str(data), "--out", str(report), "--config", "report-tiny", "--render-only"]
+    assert report_main(argv) == 0
+    text = markdown.read_text()
+    assert text.startswith("# sarveg experiment report")
+    assert "## Targets on this data" in text and "### Table 2 analogue" in text
+
+
+def test_render_only_names_a_missing_report(data, tmp_path, capsys):
+    argv = ["--data", str(data), "--out", str(tmp_path), "--render-only"]
+    assert report_main(argv) == 2
+    assert "report.json" in capsys.readouterr().err

@@ -3,6 +3,7 @@
     sarveg report --data DIR --pretrained PRETRAIN_RUN [--pretrained PRETRAIN_RUN ...]
         --out REPORT_DIR [--config report-cpu|report-tiny|FILE.yaml] [--runs RUNS_DIR]
         [key=value ...]
+    sarveg report --data DIR --out REPORT_DIR --render-only    # rewrite report.md only
 
 One ``--pretrained`` run per modality (its modality is read from the checkpoint); modalities
 missing from ``--config``'s list are skipped. Fine-tuning runs go to ``RUNS_DIR`` (default
@@ -70,26 +71,50 @@ def run_report(
     figures.plot_label_histograms(
         label_distributions(chosen[0], config.regions), out_dir / "fig6_labels.png"
     )
+    runs = {p.modality: p.pretrained for p in chosen}
+    write_outputs(config, data_dir, runs, out_dir, results, time.perf_counter() - started)
+    return results
+
+
+def write_outputs(
+    config: ReportConfig,
+    data_dir: Path,
+    pretrained: dict[str, Path],
+    out_dir: Path,
+    results: list[ModalityResult],
+    elapsed: float,
+) -> None:
+    """Check the targets and write ``report.md`` and ``report.json``."""
     checks = {r.modality: check_targets(r, config) for r in results}
-    elapsed = time.perf_counter() - started
+    synthetic = synthetic_data(data_dir)
     header = {
-        "data": f"`{data_dir}`" + (" (simulated: synthetic)" if synthetic_data(data_dir) else ""),
-        "pre-training runs": ", ".join(f"`{p.pretrained}` ({p.modality})" for p in chosen),
+        "data": f"`{data_dir}`" + (" (simulated: synthetic)" if synthetic else ""),
+        "pre-training runs": ", ".join(f"`{path}` ({m})" for m, path in pretrained.items()),
         "protocol config": "`config.yaml` beside this report",
         "written": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "wall time": ", ".join(f"{r.modality} {r.seconds / 60:.1f} min" for r in results)
         + f"; total {elapsed / 60:.1f} min (fine-tuning runs reused from earlier runs "
         "take no time)",
     }
-    write_report(out_dir / "report.md", results, checks, config, header, synthetic_data(data_dir))
-    (out_dir / "report.json").write_text(
-        json.dumps(
-            {"results": [asdict(r) for r in results], "targets": checks, "seconds": elapsed},
-            indent=2,
-            default=float,
-        )
-        + "\n"
-    )
+    write_report(out_dir / "report.md", results, checks, config, header, synthetic)
+    record = {
+        "results": [asdict(r) for r in results],
+        "targets": checks,
+        "seconds": elapsed,
+        "pretrained": {m: str(path) for m, path in pretrained.items()},
+    }
+    (out_dir / "report.json").write_text(json.dumps(record, indent=2, default=float) + "\n")
+
+
+def render_report(config: ReportConfig, data_dir: Path, out_dir: Path) -> list[ModalityResult]:
+    """Rewrite ``report.md`` from ``report.json`` (new wording or target checks, no training)."""
+    path = out_dir / "report.json"
+    if not path.is_file():
+        raise ValueError(f"expected {path} from an earlier run of the report, found no file")
+    record = json.loads(path.read_text())
+    results = [ModalityResult(**r) for r in record["results"]]
+    pretrained = {m: Path(p) for m, p in record.get("pretrained", {}).items()}
+    write_outputs(config, data_dir, pretrained, out_dir, results, float(record["seconds"]))
     return results
 
 
@@ -103,28 +128,39 @@ def build_parser() -> argparse.ArgumentParser:
         "--pretrained",
         type=Path,
         action="append",
-        required=True,
-        help="pre-training run folder (repeat: one per modality)",
+        default=[],
+        help="pre-training run folder (repeat: one per modality; required unless --render-only)",
     )
     parser.add_argument("--out", type=Path, required=True, help="report folder")
     parser.add_argument("--config", default="report-cpu", help="preset name or YAML file")
     parser.add_argument("--runs", type=Path, default=None, help="fine-tuning runs folder")
     parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument(
+        "--render-only",
+        action="store_true",
+        help="rewrite report.md from REPORT_DIR/report.json without running anything",
+    )
     parser.add_argument("overrides", nargs="*", help="key=value overrides of the config")
     return parser
 
 
 def main(argv: list[str]) -> int:
     """Entry point of ``sarveg report``."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not args.pretrained and not args.render_only:
+        parser.error("--pretrained is required (one per modality) unless --render-only")
     try:
         config = load_report_config(args.config, args.overrides)
-        for path in args.pretrained:
-            resolve_pretrained(path)
-        runs = args.runs if args.runs is not None else args.out / "runs"
-        results = run_report(
-            config, args.data, args.pretrained, args.out, runs, not args.no_progress
-        )
+        if args.render_only:
+            results = render_report(config, args.data, args.out)
+        else:
+            for path in args.pretrained:
+                resolve_pretrained(path)
+            runs = args.runs if args.runs is not None else args.out / "runs"
+            results = run_report(
+                config, args.data, args.pretrained, args.out, runs, not args.no_progress
+            )
     except (ConfigError, ValueError) as error:
         print(f"sarveg report: {error}", file=sys.stderr)
         return 2
