@@ -18,11 +18,13 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
+import torch
 import yaml
 
 from training.config import ConfigError
@@ -106,15 +108,23 @@ def write_outputs(
     (out_dir / "report.json").write_text(json.dumps(record, indent=2, default=float) + "\n")
 
 
-def render_report(config: ReportConfig, data_dir: Path, out_dir: Path) -> list[ModalityResult]:
-    """Rewrite ``report.md`` from ``report.json`` (new wording or target checks, no training)."""
+def render_report(
+    config: ReportConfig, data_dir: Path, out_dir: Path, pretrained: Sequence[Path] = ()
+) -> list[ModalityResult]:
+    """Rewrite ``report.md`` from ``report.json`` (new wording or target checks, no training).
+
+    ``pretrained`` names the pre-training runs when ``report.json`` does not (older reports).
+    """
     path = out_dir / "report.json"
     if not path.is_file():
         raise ValueError(f"expected {path} from an earlier run of the report, found no file")
     record = json.loads(path.read_text())
     results = [ModalityResult(**r) for r in record["results"]]
-    pretrained = {m: Path(p) for m, p in record.get("pretrained", {}).items()}
-    write_outputs(config, data_dir, pretrained, out_dir, results, float(record["seconds"]))
+    runs = {m: Path(p) for m, p in record.get("pretrained", {}).items()}
+    for path in pretrained:
+        state = torch.load(resolve_pretrained(path), map_location="cpu", weights_only=False)
+        runs.setdefault(state["modality"], path)
+    write_outputs(config, data_dir, runs, out_dir, results, float(record["seconds"]))
     return results
 
 
@@ -153,7 +163,7 @@ def main(argv: list[str]) -> int:
     try:
         config = load_report_config(args.config, args.overrides)
         if args.render_only:
-            results = render_report(config, args.data, args.out)
+            results = render_report(config, args.data, args.out, args.pretrained)
         else:
             for path in args.pretrained:
                 resolve_pretrained(path)
