@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -43,24 +44,35 @@ class SwdEstimate:
 
 
 def sliced_wasserstein(
-    source: np.ndarray, target: np.ndarray, seeds: int, projections: int
+    source: np.ndarray, target: np.ndarray, seeds: int, projections: int, workers: int = 1
 ) -> SwdEstimate:
-    """POT's ``ot.sliced_wasserstein_distance`` (uniform weights) repeated over ``seeds`` seeds."""
-    values = tuple(
-        float(ot.sliced_wasserstein_distance(source, target, n_projections=projections, seed=s))
-        for s in range(seeds)
-    )
+    """POT's ``ot.sliced_wasserstein_distance`` (uniform weights) repeated over ``seeds`` seeds.
+
+    Seeds run on ``workers`` threads: POT's projection product and sort release the GIL.
+    """
+
+    def one(seed: int) -> float:
+        return float(
+            ot.sliced_wasserstein_distance(source, target, n_projections=projections, seed=seed)
+        )
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        values = tuple(pool.map(one, range(seeds)))
     return SwdEstimate(float(np.mean(values)), float(np.std(values)), values)
 
 
 def swd_matrix(
-    embeddings: dict[str, np.ndarray], regions: Sequence[str], seeds: int, projections: int
+    embeddings: dict[str, np.ndarray],
+    regions: Sequence[str],
+    seeds: int,
+    projections: int,
+    workers: int = 1,
 ) -> dict[tuple[str, str], SwdEstimate]:
     """SWD between every pair of distinct regions (computed once per unordered pair)."""
     result: dict[tuple[str, str], SwdEstimate] = {}
     for i, a in enumerate(regions):
         for b in regions[i + 1 :]:
-            estimate = sliced_wasserstein(embeddings[a], embeddings[b], seeds, projections)
+            estimate = sliced_wasserstein(embeddings[a], embeddings[b], seeds, projections, workers)
             result[(a, b)] = result[(b, a)] = estimate
     return result
 

@@ -57,7 +57,7 @@ class ReportConfig(StrictModel):
     table2_seeds: int = Field(
         3, ge=1, description="repeats of Table 2 (label sample and init): mean and spread"
     )
-    workers: int = Field(2, ge=1, description="tile-decoding processes for the caches")
+    workers: int = Field(2, ge=1, description="processes decoding tiles, threads computing SWD")
 
     @model_validator(mode="after")
     def _check_regions(self) -> ReportConfig:

@@ -189,7 +189,7 @@ class Protocol:
         before = {r: embedded[regions == r].astype(np.float64) for r in config.regions}
         self.pretrained_embedding = (embedded, regions)
         matrix = analysis.swd_matrix(
-            before, config.regions, config.swd_seeds, config.swd_projections
+            before, config.regions, config.swd_seeds, config.swd_projections, config.workers
         )
         result.swd_pretrained = {
             f"{a}|{b}": {"mean": e.mean, "std": e.std}
@@ -206,6 +206,7 @@ class Protocol:
                     analysis.embeddings_of(run.predictions, target),
                     config.swd_seeds,
                     config.swd_projections,
+                    config.workers,
                 )
                 result.swd_pairs.append(
                     {
