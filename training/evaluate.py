@@ -73,6 +73,17 @@ def load_rows(tiles: np.ndarray, rows: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.asarray(tiles[rows], dtype=np.float32))
 
 
+def load_rows_in_order(tiles: np.ndarray, rows: np.ndarray) -> torch.Tensor:
+    """Read cache rows in any order as a float32 ``(B, C, S, S)`` tensor, in that order.
+
+    The memmap is read in ascending row order (fastest) and the batch put back in ``rows`` order.
+    """
+    rows = np.asarray(rows, dtype=np.int64)
+    ascending = np.argsort(rows)
+    batch = np.asarray(tiles[rows[ascending]], dtype=np.float32)
+    return torch.from_numpy(batch[np.argsort(ascending)])
+
+
 @dataclass(frozen=True, eq=False)
 class Predictions:
     """Model outputs for a set of cache rows, in row order."""
@@ -134,15 +145,12 @@ def predict_rows(
     for start in tqdm(
         range(0, len(rows), batch_size), desc="predict", disable=not progress, leave=False
     ):
-        chunk = rows[start : start + batch_size]
-        order = np.argsort(chunk)
-        x = load_rows(cache.tiles, chunk[order])  # memmaps read fastest in ascending order
+        x = load_rows_in_order(cache.tiles, rows[start : start + batch_size])  # (B, C, S, S)
         vegetation_pct, embedding, attention = model.forward_all(x)
-        inverse = torch.from_numpy(np.argsort(order))
-        predicted.append(vegetation_pct[inverse].numpy())
-        embedded.append(embedding[inverse].numpy())
+        predicted.append(vegetation_pct.numpy())
+        embedded.append(embedding.numpy())
         if with_attention:
-            attended.append(attention[inverse].numpy())
+            attended.append(attention.numpy())
     dim = model.backbone.embed_dim
     return Predictions(
         identifiers=[cache.identifiers[i] for i in rows],

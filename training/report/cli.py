@@ -18,13 +18,11 @@ import argparse
 import json
 import sys
 import time
-from collections.abc import Sequence
 from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
-import torch
 import yaml
 
 from training.config import ConfigError
@@ -108,22 +106,14 @@ def write_outputs(
     (out_dir / "report.json").write_text(json.dumps(record, indent=2, default=float) + "\n")
 
 
-def render_report(
-    config: ReportConfig, data_dir: Path, out_dir: Path, pretrained: Sequence[Path] = ()
-) -> list[ModalityResult]:
-    """Rewrite ``report.md`` from ``report.json`` (new wording or target checks, no training).
-
-    ``pretrained`` names the pre-training runs when ``report.json`` does not (older reports).
-    """
+def render_report(config: ReportConfig, data_dir: Path, out_dir: Path) -> list[ModalityResult]:
+    """Rewrite ``report.md`` from ``report.json`` (new wording or target checks, no training)."""
     path = out_dir / "report.json"
     if not path.is_file():
         raise ValueError(f"expected {path} from an earlier run of the report, found no file")
     record = json.loads(path.read_text())
     results = [ModalityResult(**r) for r in record["results"]]
     runs = {m: Path(p) for m, p in record.get("pretrained", {}).items()}
-    for path in pretrained:
-        state = torch.load(resolve_pretrained(path), map_location="cpu", weights_only=False)
-        runs.setdefault(state["modality"], path)
     write_outputs(config, data_dir, runs, out_dir, results, float(record["seconds"]))
     return results
 
@@ -139,7 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         action="append",
         default=[],
-        help="pre-training run folder (repeat: one per modality; required unless --render-only)",
+        help="pre-training run folder (repeat: one per modality; not with --render-only)",
     )
     parser.add_argument("--out", type=Path, required=True, help="report folder")
     parser.add_argument("--config", default="report-cpu", help="preset name or YAML file")
@@ -160,10 +150,12 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     if not args.pretrained and not args.render_only:
         parser.error("--pretrained is required (one per modality) unless --render-only")
+    if args.pretrained and args.render_only:
+        parser.error("--render-only reads the pre-training runs from report.json")
     try:
         config = load_report_config(args.config, args.overrides)
         if args.render_only:
-            results = render_report(config, args.data, args.out, args.pretrained)
+            results = render_report(config, args.data, args.out)
         else:
             for path in args.pretrained:
                 resolve_pretrained(path)

@@ -18,7 +18,7 @@ import torch
 
 from training.backbone import load_backbone
 from training.cache import TileCache
-from training.evaluate import Predictions, predict_rows
+from training.evaluate import Predictions, load_rows_in_order, predict_rows
 from training.finetune import finetune, pick_rows, resolve_pretrained
 from training.finetune_config import load_finetune_config
 from training.regressor import CHECKPOINT_FILE, load_finetuned
@@ -181,10 +181,8 @@ def embed_pretrained(
     backbone = load_backbone(resolve_pretrained(pretrained))
     out = []
     for start in range(0, len(rows), batch_size):
-        chunk = np.sort(rows[start : start + batch_size])
-        order = np.argsort(np.argsort(rows[start : start + batch_size]))
-        x = torch.from_numpy(np.asarray(cache.tiles[chunk], dtype=np.float32))  # (B, C, S, S)
-        out.append(backbone(x).numpy()[order])
+        x = load_rows_in_order(cache.tiles, rows[start : start + batch_size])  # (B, C, S, S)
+        out.append(backbone(x).numpy())
     return np.concatenate(out) if out else np.zeros((0, backbone.embed_dim), np.float32)
 
 
@@ -192,6 +190,5 @@ def embed_pretrained(
 def attention_maps(run_dir: Path, cache: TileCache, rows: np.ndarray) -> np.ndarray:
     """Last-block CLS -> patch attention ``(n, heads, h, w)`` of a fine-tuned run's backbone."""
     model = load_finetuned(run_dir / CHECKPOINT_FILE).model
-    x = torch.from_numpy(np.asarray(cache.tiles[np.sort(rows)], dtype=np.float32))
-    order = np.argsort(np.argsort(rows))
-    return model.backbone.cls_attention(x).numpy()[order]
+    x = load_rows_in_order(cache.tiles, rows)  # (n, C, S, S)
+    return model.backbone.cls_attention(x).numpy()

@@ -22,6 +22,7 @@ import torch
 
 from sarveg import bands
 from training.cache import TileCache, prepare_cache
+from training.evaluate import load_rows_in_order
 from training.finetune import resolve_pretrained
 from training.report import analysis, figures
 from training.report.config import ReportConfig
@@ -83,6 +84,9 @@ class Protocol:
         del state
         self.cache: TileCache | None = None
         self.results: dict[str, RunResult] = {}
+        # Pre-trained CLS embeddings of the test tiles and their regions: set by swd(), reused
+        # by figures() for the "before fine-tuning" t-SNE.
+        self.pretrained_embedding: tuple[np.ndarray, np.ndarray] | None = None
 
     def run(
         self, init: Init, regions: tuple[str, ...], budget_index: int, repeat: int = 0
@@ -249,6 +253,7 @@ class Protocol:
         pick = analysis.subsample_by_region(
             predictions.regions, config.tsne_tiles_per_region, config.seed
         )
+        assert self.pretrained_embedding is not None, "swd() computes them first"
         embedded_before, _ = self.pretrained_embedding
         error = np.abs(predictions.predicted_pct - predictions.vegetation_pct)
         unseen_error = np.where(regions == config.unseen_region, error, np.nan)
@@ -299,8 +304,7 @@ class Protocol:
         maps = attention_maps(run_dir, self.cache, chosen)
         channel = ATTENTION_CHANNEL[self.modality]
         index = bands.CHANNELS[self.modality].index(channel)
-        images = np.asarray(self.cache.tiles[np.sort(chosen)], dtype=np.float32)
-        images = images[np.argsort(np.argsort(chosen)), index]
+        images = load_rows_in_order(self.cache.tiles, chosen).numpy()[:, index]  # (n, S, S)
         captions = [
             f"{self.cache.identifiers[r]}: {self.cache.vegetation_pct[r]:.0f} %" for r in chosen
         ]
