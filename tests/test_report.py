@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import ot
 import pytest
+import yaml
 
 from training.config import ConfigError
 from training.report import analysis
@@ -99,6 +100,15 @@ def test_report_json_has_targets_and_budget_curves(report):
             "unseen_region_worst",
         }
         assert all(isinstance(c["pass"], bool) for c in checks.values())
+
+
+def test_budget_patience_reaches_its_runs_only(report):
+    runs = report / "runs" / "s1grd"
+    for name, patience in (("pretrained-conus-1pct-seed0", 2), ("pretrained-conus-10pct-seed0", 1)):
+        resolved = yaml.safe_load((runs / name / "config.yaml").read_text())
+        assert resolved["optim"]["patience"] == patience
+    record = json.loads((runs / "pretrained-conus-10pct-seed0" / "report_run.json").read_text())
+    assert "patience" not in record["spec"]  # left to the preset, so not recorded
 
 
 def test_rerun_reuses_finished_runs(data, pretrained, report, tmp_path):

@@ -17,9 +17,12 @@ Speckle: a seasonal composite of ``n`` scenes of ENL ``L`` is intensity times
 Gamma(shape L*n, scale 1/(L*n)), converted to dB after averaging. ``L`` is 4.4 at the GRD's
 10 m pixels and grows with the number of resolution cells a coarser tile pixel averages.
 
-Coherence: ``gamma(t) = (1 - rho) * exp(-t / tau) + rho`` with ``rho`` and ``tau`` mixed between
-ground and vegetation volume by the volume's share of the backscatter, shortened by rain and snow;
-the estimate from a finite number of looks adds its bias and noise.
+Coherence: ``gamma(t) = (1 - rho) * exp(-t / tau) + rho``. A resolution cell mixes the returns
+of tree crowns and of the gaps between them in proportion to their footprint: crowns (in leaf)
+decorrelate as a vegetation volume; in the gaps, ground and grass / crops are mixed by the
+herbaceous volume's share of the gap backscatter. So a savanna with a fifth of its area under
+trees keeps most of its open-ground coherence, while a closed canopy loses it. Rain and snow
+shorten both; the estimate from a finite number of looks adds its bias and noise.
 """
 
 from __future__ import annotations
@@ -61,11 +64,14 @@ class Backscatter:
         sigma0: ``(4 seasons, 2 directions, 2 pols, H, W)`` linear power, directions
             (asc, des), pols (vv, vh).
         volume_fraction: ``(4, H, W)`` share of ascending VV power scattered by vegetation volume.
+        herb_volume_fraction: ``(4, H, W)`` the same share for the gaps between tree crowns,
+            where only grass / crops stand over the soil.
         incidence_local_deg: ``(2, H, W)`` local incidence angle for (asc, des).
     """
 
     sigma0: np.ndarray
     volume_fraction: np.ndarray
+    herb_volume_fraction: np.ndarray
     incidence_local_deg: np.ndarray
 
 
@@ -113,8 +119,9 @@ def compute_backscatter(landscape: Landscape, params: RegionParams) -> Backscatt
     area = np.sin(np.radians(landscape.incidence_deg))[:, None, None] / np.sin(theta_used)
     area[:, is_water] = 1.0
 
-    leaf = 1.0 - landscape.deciduous[None] * np.asarray(params.leaf_off, np.float32)[:, None, None]
-    v_canopy = canopy_vegetation(params, landscape.tree_cover)[None] * leaf  # (4, H, W)
+    v_canopy = canopy_vegetation(params, landscape.tree_cover)[None] * leaf_state(
+        landscape, params
+    )  # (4, H, W)
     v_herb = landscape.herb_vegetation * (1.0 - landscape.tree_cover)[None]  # (4, H, W)
     v = v_canopy + v_herb + np.float32(1e-4)  # (4, H, W)
     w_tree = v_canopy / v  # (4, H, W) share of V from trees
@@ -162,9 +169,17 @@ def compute_backscatter(landscape: Landscape, params: RegionParams) -> Backscatt
     sigma0 *= area[None, :, None]
     sigma0 += db_to_power(NOISE_FLOOR_DB)
     volume_fraction = np.where(is_water, 0.0, volume[:, 0, 0] / sigma0[:, 0, 0])  # (4, H, W)
+    # Gaps between crowns: the herbaceous layer alone over the soil (ascending VV).
+    v_gap = landscape.herb_vegetation  # (4, H, W)
+    cos_asc = cos_t[0, 0, 0]  # (H, W)
+    g_gap = np.exp((-2.0 * h.b_vv * v_gap) / cos_asc)
+    volume_gap = h.a_vv * v_gap * cos_asc * (1.0 - g_gap)
+    gap_power = volume_gap + g_gap * soil_power[:, 0, 0] + db_to_power(NOISE_FLOOR_DB)
+    herb_volume_fraction = np.where(is_water | is_urban, 0.0, volume_gap / gap_power)
     return Backscatter(
         sigma0=sigma0.astype(np.float32, copy=False),
         volume_fraction=volume_fraction.astype(np.float32),
+        herb_volume_fraction=herb_volume_fraction.astype(np.float32),
         incidence_local_deg=theta_loc,
     )
 
@@ -212,8 +227,14 @@ def speckled_db(
     return (np.round(db * np.float32(1.0 / step_db)) * np.float32(step_db)).astype(np.float32)
 
 
+def leaf_state(landscape: Landscape, params: RegionParams) -> np.ndarray:
+    """``(4, H, W)`` share of the in-leaf canopy left per season (deciduous leaf-off)."""
+    leaf_off = np.asarray(params.leaf_off, np.float32)[:, None, None]
+    return 1.0 - landscape.deciduous[None] * leaf_off
+
+
 def decay_parameters(
-    landscape: Landscape, params: RegionParams, volume_fraction: np.ndarray
+    landscape: Landscape, params: RegionParams, radar: Backscatter
 ) -> tuple[np.ndarray, np.ndarray]:
     """Per-pixel coherence decay parameters ``rho`` and ``tau`` (days), ``(4, H, W)`` each."""
     lc = landscape.land_cover
@@ -227,9 +248,12 @@ def decay_parameters(
     rho_g = rho_g[None] * (1.0 - 0.3 * wet)
     tau_g = tau_g[None] * (1.0 - 0.4 * wet)
     rain = np.asarray(params.rain_decorrelation, np.float32)[:, None, None]  # (4, 1, 1)
-    fv = volume_fraction
-    rho = ((1.0 - fv) * rho_g + fv * VOLUME_RHO) * (1.0 - rain)
-    log_tau = (1.0 - fv) * np.log(tau_g) + fv * np.log(VOLUME_TAU_DAYS)
+    fh = radar.herb_volume_fraction  # (4, H, W) in the gaps
+    crowns = landscape.tree_cover[None] * leaf_state(landscape, params)  # (4, H, W) footprint
+    rho_gap = (1.0 - fh) * rho_g + fh * VOLUME_RHO
+    log_tau_gap = (1.0 - fh) * np.log(tau_g) + fh * np.log(VOLUME_TAU_DAYS)
+    rho = ((1.0 - crowns) * rho_gap + crowns * VOLUME_RHO) * (1.0 - rain)
+    log_tau = (1.0 - crowns) * log_tau_gap + crowns * np.log(VOLUME_TAU_DAYS)
     tau = np.exp(log_tau) * (1.0 - 0.6 * rain)
     return rho.astype(np.float32), np.maximum(tau, 0.3).astype(np.float32)
 

@@ -151,7 +151,7 @@ def simulate_tile(chip: Chip, size: int, seed: int) -> SimulatedTile:
 
     side = gssic_side(size)
     coarse_mask = chip.mask(side, side)
-    rho_fine, tau_fine = decay_parameters(landscape, params, radar.volume_fraction)
+    rho_fine, tau_fine = decay_parameters(landscape, params, radar)
     gamma_fine = coherence_decay(rho_fine, tau_fine, bands.GSSIC_NC_DELTADAYS)  # (4, 4, H, W)
     gamma = area_average(gamma_fine, side)[NC_SEASON_INDEX]  # (4, 4, h, w)
     observed = estimate_coherence(gamma, rng)

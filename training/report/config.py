@@ -17,6 +17,9 @@ class BudgetConfig(StrictModel):
     name: str = Field(description="how the paper names it, e.g. '1 %'")
     fraction: float = Field(gt=0.0, le=1.0, description="share of the region's train split")
     max_epochs: int = Field(10, ge=1, description="epoch cap for this budget")
+    patience: int | None = Field(
+        None, ge=1, description="early-stopping patience in epochs (None: the preset's)"
+    )
 
 
 class ReportConfig(StrictModel):

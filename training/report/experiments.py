@@ -40,6 +40,7 @@ class RunSpec:
     n_labels: int  # labelled tiles, all regions together
     max_epochs: int
     seed: int  # label sample, decoder init (and backbone init from scratch)
+    patience: int | None = None  # None: the fine-tuning preset's
 
     @property
     def name(self) -> str:
@@ -88,6 +89,7 @@ def make_spec(
         n_labels=budget_tiles(cache, regions, budget, config.min_labels),
         max_epochs=budget.max_epochs,
         seed=seed,
+        patience=budget.patience,
     )
 
 
@@ -126,8 +128,13 @@ def finished(run_dir: Path, spec: RunSpec) -> bool:
     record = run_dir / RUN_FILE
     if not (record.is_file() and (run_dir / PREDICTIONS_FILE).is_file()):
         return False
+    return json.loads(record.read_text()).get("spec") == spec_record(spec)
+
+
+def spec_record(spec: RunSpec) -> dict:
+    """The spec as recorded in a run folder; settings left to the preset are not written."""
     as_json = json.loads(json.dumps(asdict(spec)))  # tuples read back as lists
-    return json.loads(record.read_text()).get("spec") == as_json
+    return {key: value for key, value in as_json.items() if value is not None}
 
 
 def run_experiment(
@@ -163,13 +170,15 @@ def run_experiment(
         f"optim.max_epochs={spec.max_epochs}",
         f"seed={spec.seed}",
         *config.finetune_overrides,
+        # A budget's own patience wins over the protocol-wide overrides.
+        *([f"optim.patience={spec.patience}"] if spec.patience is not None else []),
     ]
     finetune_config = load_finetune_config(config.finetune_preset, overrides)
     summary = finetune(finetune_config, data_dir, run_dir, progress=progress, cache=cache)
     model = load_finetuned(run_dir / CHECKPOINT_FILE).model
     predictions = predict_rows(model, cache, test_rows(cache, config.regions), progress=progress)
     save_predictions(predictions, run_dir / PREDICTIONS_FILE)
-    (run_dir / RUN_FILE).write_text(json.dumps({"spec": asdict(spec)}, indent=2) + "\n")
+    (run_dir / RUN_FILE).write_text(json.dumps({"spec": spec_record(spec)}, indent=2) + "\n")
     return RunResult(spec, summary, predictions)
 
 

@@ -274,6 +274,7 @@ def write_report(
     budgets = ", ".join(
         f"{b.name} = {b.fraction * 100:g} % of each region's train split, at least "
         f"{config.min_labels} tiles per region, at most {b.max_epochs} epochs"
+        + (f" (patience {b.patience})" if b.patience is not None else "")
         for b in config.budgets
     )
     lines = ["# sarveg experiment report", ""]
