@@ -8,22 +8,42 @@ an output pixel with no valid input stays NaN.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 RESAMPLING_RULE = "nan-aware area average (overlap-weighted)"
 
 
+@functools.lru_cache(maxsize=64)
 def area_weights(n_in: int, n_out: int) -> np.ndarray:
     """Return the ``(n_out, n_in)`` matrix of overlap fractions between 1-D pixel footprints.
 
     Rows sum to one: row ``i`` holds how much of output pixel ``i`` each input pixel covers.
+    The matrix is cached and read-only.
     """
     edges_in = np.linspace(0.0, 1.0, n_in + 1)
     edges_out = np.linspace(0.0, 1.0, n_out + 1)
     lo = np.maximum(edges_out[:-1, None], edges_in[None, :-1])
     hi = np.minimum(edges_out[1:, None], edges_in[None, 1:])
     overlap = np.clip(hi - lo, 0.0, None)  # (n_out, n_in)
-    return overlap / overlap.sum(axis=1, keepdims=True)
+    weights = overlap / overlap.sum(axis=1, keepdims=True)
+    weights.flags.writeable = False
+    return weights
+
+
+@functools.lru_cache(maxsize=64)
+def _weights_f32(n_in: int, n_out: int) -> np.ndarray:
+    weights = area_weights(n_in, n_out).astype(np.float32)
+    weights.flags.writeable = False
+    return weights
+
+
+def _separable_sum(array: np.ndarray, wy: np.ndarray, wx: np.ndarray) -> np.ndarray:
+    """``wy @ array @ wx.T`` per channel, as one large matrix product per axis (fast BLAS)."""
+    c, h, w = array.shape
+    rows = (array.reshape(c * h, w) @ wx.T).reshape(c, h, wx.shape[0])  # (C, H, out_w)
+    return wy @ rows  # (C, out_h, out_w)
 
 
 def resample_array(array: np.ndarray, size: int | tuple[int, int]) -> np.ndarray:
@@ -43,16 +63,16 @@ def resample_array(array: np.ndarray, size: int | tuple[int, int]) -> np.ndarray
     _, h, w = array.shape
     if (h, w) == (out_h, out_w):
         return array.astype(np.float32, copy=False)
-    wy = area_weights(h, out_h).astype(np.float64)  # (out_h, H)
-    wx = area_weights(w, out_w).astype(np.float64)  # (out_w, W)
-    valid = np.isfinite(array)
+    # float32 products: within ~1e-6 relative of float64 sums, at half the memory traffic.
+    wy, wx = _weights_f32(h, out_h), _weights_f32(w, out_w)
+    array = np.ascontiguousarray(array, dtype=np.float32)
+    valid = ~np.isnan(array)
     if valid.all():
         # Rows of the weight matrices sum to one, so no renormalisation is needed.
-        return (wy @ array.astype(np.float64) @ wx.T).astype(np.float32)
-    filled = np.where(valid, array, 0.0).astype(np.float64)
-    # Separable weighted sums: (out_h, H) @ (C, H, W) @ (W, out_w).
-    total = wy @ filled @ wx.T  # (C, out_h, out_w)
-    weight = wy @ valid.astype(np.float64) @ wx.T  # (C, out_h, out_w)
+        return _separable_sum(array, wy, wx)
+    total = _separable_sum(np.where(valid, array, np.float32(0.0)), wy, wx)
+    weight = _separable_sum(valid.astype(np.float32), wy, wx)  # valid share of each output pixel
+    # An output pixel with no valid input sums exact zeros, so its weight is exactly 0.
     with np.errstate(invalid="ignore", divide="ignore"):
-        out = np.where(weight > 1e-9, total / np.maximum(weight, 1e-12), np.nan)
-    return out.astype(np.float32)
+        out = np.where(weight > 0.0, total / weight, np.nan)
+    return out.astype(np.float32, copy=False)

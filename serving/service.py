@@ -2,7 +2,8 @@
 
 Start it with ``bentoml serve serving.service:SarVeg --port 3000`` (``make serve``). Bundles come
 from ``SARVEG_MODELS`` (default ``models/``), the upload cap from ``SARVEG_MAX_UPLOAD_MB``
-(default 256), the largest model batch from ``SARVEG_MAX_BATCH_SIZE`` (default 32).
+(default 256), the largest model batch from ``SARVEG_MAX_BATCH_SIZE`` (default 32), the number of
+server processes from ``SARVEG_WORKERS`` (default 1: one process batches every request).
 
 Endpoints (all answer JSON except the scene map):
 
@@ -52,6 +53,7 @@ from serving.uploads import (
 logging.getLogger("serving").setLevel(logging.INFO)
 
 MAX_BATCH_ENV = "SARVEG_MAX_BATCH_SIZE"
+WORKERS_ENV = "SARVEG_WORKERS"
 # Scenes can be large: run them one at a time so tile requests keep their cores and memory.
 SCENE_CONCURRENCY = 1
 # Declared types of the upload fields, for the OpenAPI document and Swagger UI's file picker.
@@ -88,12 +90,12 @@ CARD_NOTES = (
 )
 
 
-def _max_batch_size() -> int:
-    raw = os.environ.get(MAX_BATCH_ENV, "").strip()
+def _positive_env(name: str, default: int) -> int:
+    raw = os.environ.get(name, "").strip()
     if not raw:
-        return DEFAULT_MAX_BATCH_SIZE
+        return default
     if not raw.isdigit() or int(raw) < 1:
-        raise ValueError(f"{MAX_BATCH_ENV}: expected a positive integer, found {raw!r}")
+        raise ValueError(f"{name}: expected a positive integer, found {raw!r}")
     return int(raw)
 
 
@@ -134,13 +136,15 @@ def _client_error(ctx: bentoml.Context, error: TileError) -> JSONResponse:
     return error_response(str(error), 400, f"{request.method} {request.url.path}")
 
 
-@bentoml.service(name="sarveg", workers=1, traffic={"timeout": 600})
+@bentoml.service(name="sarveg", workers=_positive_env(WORKERS_ENV, 1), traffic={"timeout": 600})
 class SarVeg:
     """Vegetation percentage and a calibrated OOD flag for Sentinel-1 tiles and scenes."""
 
     def __init__(self) -> None:
         self.max_upload_mb = max_upload_bytes() / 1024 / 1024
-        self.predictor = Predictor.from_paths(max_batch_size=_max_batch_size())
+        self.predictor = Predictor.from_paths(
+            max_batch_size=_positive_env(MAX_BATCH_ENV, DEFAULT_MAX_BATCH_SIZE)
+        )
         batch_sizes = _batch_size_histogram()
         self.batchers: dict[str, MicroBatcher[TileOutcome | None]] = {}
         for modality, model in self.predictor.models.items():

@@ -38,7 +38,7 @@ from sarveg.resample import RESAMPLING_RULE, resample_array
 from sarveg.tiles import read_tile
 
 # Bump when the decoding or resampling of cached tiles changes.
-PREPROCESS_VERSION = "1"
+PREPROCESS_VERSION = "2"  # 2: float32 resampling sums
 CACHE_DTYPE = np.float16
 TILES_FILE = "tiles.npy"
 META_FILE = "meta.json"
