@@ -18,9 +18,14 @@ by side:
 - memory: peak resident memory of the command (with its child processes, polled) for each
   ``--memory-tiles`` size; target: roughly constant, under 1.5 GiB.
 
-``--tiny`` uses the torch-free test bundle of ``tests/bundle_factory.py``: its graph costs
-almost nothing, so the throughput ratio then measures decoding, not the model, and is not the
-target figure.
+- the decode floor (unless ``--tiny`` or ``--no-floor``): the same command over the same folder
+  with the torch-free test bundle of ``tests/bundle_factory.py``, whose graph costs almost
+  nothing, so its rate ``D`` is what decoding, OOD scoring and writing allow on these cores.
+  With the model alone at ``R`` tiles/s on the same cores, no pipeline can exceed
+  ``D * R / (D + R)``: that bound is printed as a ratio next to the target.
+
+``--tiny`` uses that test bundle for everything: the throughput ratio then measures decoding,
+not the model, and is not the target figure.
 """
 
 from __future__ import annotations
@@ -127,6 +132,9 @@ def main() -> None:
     parser.add_argument("--memory-tiles", default="500,5000")
     parser.add_argument("--engine", choices=("local", "ray"), default="local")
     parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument(
+        "--no-floor", dest="floor", action="store_false", help="skip the decode floor"
+    )
     args = parser.parse_args()
     memory_sizes = [int(n) for n in args.memory_tiles.split(",") if n]
     work = Path(tempfile.mkdtemp(prefix="sarveg-bench-batch-"))
@@ -170,6 +178,19 @@ def main() -> None:
             f"ratio {stream / raw:.2f}  (target >= {TARGET_RATIO})"
         )
         print(f"  {'sarveg predict, whole command':<44}{whole:>9.1f}   ratio {whole / raw:.2f}")
+        if args.floor and not args.tiny:
+            from tests.bundle_factory import build_bundle
+
+            tiny_dir = build_bundle(work / "floor-models", modality).directory
+            _, _, tiny_summary = run_command(
+                folder, tiny_dir, work / f"floor-{n}", args.engine, args.batch_size
+            )
+            floor = tiny_summary["tiles_per_s"]
+            bound = floor / (floor + raw)
+            print(
+                f"  {'decode floor: streaming, near-free model':<44}{floor:>9.1f}   "
+                f"bound {bound:.2f} = D / (D + raw): no pipeline on these cores does better"
+            )
         timings = summary["timings_s"]
         print(
             f"  (command {seconds:.1f} s: streaming {timings['inference_s']:.1f} s, "

@@ -2,7 +2,7 @@
 
 Usage:
     python bench/serve.py [--models models/ | --tiny] [--modality s1grd] [--load 2000]
-                          [--tile-px N]
+                          [--tile-px N | --tile-file TILE.tif] [--no-floor]
 
 Starts ``bentoml serve serving.service:SarVeg`` on a free port with ``SARVEG_MODELS`` set to
 ``--models`` (default: the repository's ``models/``; ``--tiny`` builds the torch-free test
@@ -19,6 +19,14 @@ bundles of ``tests/bundle_factory.py`` in a temporary folder), then prints side 
 
 The client runs on the same machine (aiohttp, one process) and takes CPU from the server, so
 the HTTP figures are pessimistic on a small machine. Tiles are synthetic (``tests.tile_factory``).
+
+The floor (skip with ``--no-floor``): the same client at concurrency 16 against
+``bench/echo_service.py``, a BentoML endpoint with ``/predict``'s upload that only reads the file.
+Its rate ``E`` is what HTTP alone allows here, so no server can exceed ``E * R / (E + R)`` tiles/s
+when the model alone runs ``R`` tiles/s on the same cores: that bound is printed as a ratio. The
+same is measured for a bare ASGI echo under uvicorn (no framework: any Python server's floor). If
+``hey`` (Debian package) is on the PATH, the echoes and the real server are also measured with
+it, a compiled client that takes less CPU than aiohttp.
 """
 
 from __future__ import annotations
@@ -26,6 +34,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -50,14 +59,16 @@ TARGET_THROUGHPUT_RATIO = 0.8
 TARGET_RSS_GROWTH = 0.10
 
 
-async def wait_ready(url: str, process: subprocess.Popen[bytes], timeout_s: float) -> None:
+async def wait_ready(
+    url: str, process: subprocess.Popen[bytes], timeout_s: float, path: str = "/readyz"
+) -> None:
     deadline = time.monotonic() + timeout_s
     async with aiohttp.ClientSession() as session:
         while time.monotonic() < deadline:
             if process.poll() is not None:
                 raise RuntimeError("server exited during start-up")
             try:
-                async with session.get(f"{url}/readyz") as response:
+                async with session.get(f"{url}{path}") as response:
                     if response.status == 200:
                         return
             except aiohttp.ClientError:
@@ -109,6 +120,79 @@ async def batch_stats(url: str) -> tuple[float, float]:
     return total, count
 
 
+def multipart_body(payload: bytes, directory: Path) -> tuple[Path, str]:
+    """The multipart request body that ``curl -F tile=@tile.tif`` sends, and its content type."""
+    boundary = "sarvegbenchboundary"
+    head = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="tile"; '
+        'filename="tile.tif"\r\nContent-Type: image/tiff\r\n\r\n'
+    ).encode()
+    path = directory / "body.multipart"
+    path.write_bytes(head + payload + f"\r\n--{boundary}--\r\n".encode())
+    return path, f"multipart/form-data; boundary={boundary}"
+
+
+def hey_rate(url: str, body: Path, content_type: str, n: int, concurrency: int) -> float:
+    """Requests/s that ``hey`` measures for ``n`` POSTs of ``body`` to ``url``/predict."""
+    result = subprocess.run(
+        ["hey", "-n", str(n), "-c", str(concurrency), "-m", "POST", "-T", content_type]
+        + ["-D", str(body), f"{url}/predict"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    statuses = re.findall(r"\[(\d{3})\]\s+(\d+) responses", result.stdout)
+    if any(code != "200" for code, _ in statuses):
+        raise RuntimeError(f"hey saw answers other than 200: {statuses}")
+    match = re.search(r"Requests/sec:\s+([\d.]+)", result.stdout)
+    if match is None:
+        raise RuntimeError(f"unexpected hey output:\n{result.stdout}")
+    return float(match.group(1))
+
+
+def start_asgi_echo(port: int, log_path: Path) -> subprocess.Popen[bytes]:
+    """Start uvicorn on the bare ASGI echo of bench/echo_service.py."""
+    with log_path.open("wb") as log:
+        return subprocess.Popen(
+            [sys.executable, "-m", "uvicorn", "bench.echo_service:app", "--port", str(port)]
+            + ["--log-level", "warning"],
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
+async def measure_floor(
+    models: str,
+    payload: bytes,
+    n: int,
+    workdir: Path,
+    body: tuple[Path, str] | None,
+    bare: bool,
+) -> tuple[float, float | None]:
+    """Tiles/s of an echo at concurrency 16: with aiohttp, and with hey if given.
+
+    ``bare``: the framework-free ASGI echo under uvicorn, else the BentoML echo service.
+    """
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    if bare:
+        process = start_asgi_echo(port, workdir / "asgi-echo.log")
+    else:
+        process = start_server(models, port, workdir / "echo.log", target="bench.echo_service:Echo")
+    try:
+        await wait_ready(url, process, 120.0, path="/readyz" if not bare else "/")
+        await run_requests(url, payload, 100, 16)  # warm-up
+        _, errors, wall = await run_requests(url, payload, n, 16)
+        if errors:
+            raise RuntimeError(f"the echo service failed {errors} of {n} requests")
+        with_hey = hey_rate(url, *body, n, 16) if body is not None else None
+    finally:
+        stop_server(process)
+    return n / wall, with_hey
+
+
 def server_rss(pid: int) -> int:
     """Resident bytes of the server process tree (arbiter and workers)."""
     root = psutil.Process(pid)
@@ -157,7 +241,8 @@ async def measure(args: argparse.Namespace, models: str, workdir: Path) -> int:
     predictor_probe = Predictor.from_paths(models)
     model = predictor_probe.model_for(args.modality)
     side = args.tile_px or model.manifest.source_tile_px
-    payload = make_tile(args.modality, side, workdir).read_bytes()
+    tile_path = args.tile_file or make_tile(args.modality, side, workdir)
+    payload = tile_path.read_bytes()
     raw_latencies, raw_throughput, max_batch = raw_baseline(models, args.modality, payload, 2.0)
     del predictor_probe
 
@@ -181,12 +266,25 @@ async def measure(args: argparse.Namespace, models: str, workdir: Path) -> int:
         rss_warm = server_rss(process.pid)
         load_latencies, load_errors, load_wall = await run_requests(url, payload, args.load, 16)
         rss_end = server_rss(process.pid)
+        body = multipart_body(payload, workdir) if shutil.which("hey") else None
+        served_hey = hey_rate(url, *body, args.throughput_requests, 16) if body else None
     finally:
         stop_server(process)
+    floors = []
+    if args.floor:
+        for bare, label in ((False, "BentoML echo"), (True, "bare ASGI echo")):
+            rates = await measure_floor(
+                models, payload, args.throughput_requests, workdir, body, bare
+            )
+            floors.append((label, *rates))
 
     name, provider = model.manifest.name, model.onnx.provider
     print(f"sarveg serving benchmark: bundle {name} ({args.modality}), {provider}")
-    print(f"tile {side} px -> input {model.manifest.input_size} px, multipart upload")
+    source = f"{args.tile_file}" if args.tile_file else f"{side} px, uncompressed float32"
+    print(
+        f"tile {source} ({len(payload) / 1024:.0f} KiB) -> input {model.manifest.input_size} px, "
+        "multipart upload"
+    )
     if model.manifest.provenance.synthetic:
         print("bundle provenance: synthetic")
     print(f"\n{'latency (ms)':<34} {'HTTP':>10} {'raw ORT':>10} {'overhead':>10}")
@@ -215,6 +313,22 @@ async def measure(args: argparse.Namespace, models: str, workdir: Path) -> int:
         f"raw ORT at batch {max_batch}; ratio target at concurrency 16 >= "
         f"{TARGET_THROUGHPUT_RATIO}: {'met' if ratio16 >= TARGET_THROUGHPUT_RATIO else 'NOT met'}"
     )
+    if floors:
+        print(f"\n{'HTTP floor, concurrency 16':<34} {'req/s':>10} {'bound':>10} {'served':>10}")
+        for label, echo_rate, echo_hey in floors:
+            clients = [("aiohttp", echo_rate, rows[-1][1])]
+            if echo_hey is not None and served_hey is not None:
+                clients.append(("hey", echo_hey, served_hey))
+            for client, rate, served in clients:
+                bound = rate / (rate + raw_throughput)
+                print(
+                    f"{f'{label}, {client}':<34} {rate:>10.1f} {bound:>10.3f} "
+                    f"{served / raw_throughput:>10.3f}"
+                )
+        print(
+            "bound = E / (E + raw): the best ratio a server could reach with that HTTP layer and "
+            "the model sharing these cores, before decoding; served = the real /predict's ratio"
+        )
     growth = (rss_end - rss_warm) / rss_warm
     print(
         f"\nload: {args.load} requests at concurrency 16 in {load_wall:.1f} s "
@@ -242,8 +356,14 @@ def main() -> int:
     parser.add_argument(
         "--tile-px", type=int, default=None, help="tile side (default: the bundle's source_tile_px)"
     )
+    parser.add_argument(
+        "--tile-file", type=Path, default=None, help="upload this GeoTIFF instead of a test tile"
+    )
     parser.add_argument("--latency-requests", type=int, default=300)
     parser.add_argument("--throughput-requests", type=int, default=400)
+    parser.add_argument(
+        "--no-floor", dest="floor", action="store_false", help="skip the echo-service floor"
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="sarveg-bench-") as tmp:
         workdir = Path(tmp)

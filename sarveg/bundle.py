@@ -144,6 +144,9 @@ class OODMeasured(_Strict):
     n_unseen: int = Field(default=0, ge=0)
     auroc: float | None = Field(default=None, ge=0.0, le=1.0)
     spearman_abs_error: float | None = Field(default=None, ge=-1.0, le=1.0)
+    # Where the evaluation tiles came from (bundles written before this field: the held-out
+    # half of the fine-tuning region's test split and the unseen region's val split).
+    evaluation_tiles: str | None = None
 
 
 class OODCalibration(_Strict):

@@ -56,6 +56,7 @@ def evaluate_ood(
     *,
     unseen_region: str | None = None,
     synthetic: bool,
+    evaluation_tiles: str | None = None,
 ) -> OODMeasured:
     """Measure the OOD block on evaluation tiles, for the bundle and the model card.
 
@@ -67,6 +68,7 @@ def evaluate_ood(
             in-distribution tiles and Spearman correlation of the score with absolute error.
         unseen_region: its name, recorded.
         synthetic: whether the data are simulated (recorded; results must say so).
+        evaluation_tiles: where both tile sets came from, in words (recorded).
 
     Returns:
         The measured figures.
@@ -80,6 +82,7 @@ def evaluate_ood(
     labelled = np.isfinite(y)
     measured: dict[str, Any] = {
         "synthetic": synthetic,
+        "evaluation_tiles": evaluation_tiles,
         "n_in_distribution": len(y),
         "false_flag_rate": float(inside.unreliable.mean()),
         "interval_coverage": interval_coverage(y, inside.interval_low, inside.interval_high),

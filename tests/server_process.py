@@ -20,9 +20,16 @@ def free_port() -> int:
 
 
 def start_server(
-    models: str, port: int, log_path: Path, extra_env: dict[str, str] | None = None
+    models: str,
+    port: int,
+    log_path: Path,
+    extra_env: dict[str, str] | None = None,
+    target: str = "serving.service:SarVeg",
 ) -> subprocess.Popen[bytes]:
-    """Start ``bentoml serve serving.service:SarVeg`` on ``models``, logging to ``log_path``."""
+    """Start ``bentoml serve TARGET`` on ``models``, logging to ``log_path``.
+
+    ``target`` is the service's import path; bench/serve.py also starts its echo service.
+    """
     env = os.environ | {
         "SARVEG_MODELS": models,
         "BENTOML_DO_NOT_TRACK": "true",
@@ -31,7 +38,7 @@ def start_server(
     bentoml = Path(sys.executable).with_name("bentoml")
     with log_path.open("wb") as log:
         return subprocess.Popen(
-            [str(bentoml), "serve", "serving.service:SarVeg", "--port", str(port)],
+            [str(bentoml), "serve", target, "--port", str(port)],
             cwd=ROOT,
             env=env | (extra_env or {}),
             stdout=log,

@@ -11,8 +11,10 @@ import torch
 
 from sarveg import bands
 from sarveg.bundle import MAX_BUNDLE_BYTES, BundleError, load_bundle
+from sarveg.dataset import index_dataset
 from sarveg.ood import OODScorer
-from tests.training_runs import REGIONS, finetune_tiny, pretrain_tiny, simulate_tiny
+from sarveg.simulate.layout import simulate_dataset
+from tests.training_runs import REGIONS, SIDE_PX, finetune_tiny, pretrain_tiny, simulate_tiny
 from training.backbone import build_backbone
 from training.config import ModelConfig
 from training.export import ExportSettings, build_bundle, main
@@ -204,6 +206,44 @@ def test_export_cli_refuses_to_overwrite_without_force(bundle_dir, capsys):
     assert code == 1 and "pass --force" in capsys.readouterr().err
     assert json.loads((out / "bundle.json").read_text()) == manifest
     assert not list(out.parent.glob(".*staging"))
+
+
+def test_independent_folder_measures_the_ood_block(bundle_dir, tmp_path):
+    _, run, data = bundle_dir
+    fresh = tmp_path / "fresh"
+    simulate_dataset(
+        fresh, ["conus", "south_america"], 12, SIDE_PX, seed=1, workers=1, progress=False
+    )
+    out = tmp_path / "models" / "independent"
+    settings = ExportSettings(timing_seconds=0.02, timing_repeats=1, progress=False, ood_data=fresh)
+    manifest = build_bundle(run, data, out, settings)
+    measured = manifest.ood.measured
+    fresh_labelled = {
+        region: sum(np.isfinite(r.vegetation_pct) for r in index_dataset(fresh, "s1grd", [region]))
+        for region in ("conus", "south_america")
+    }
+    assert measured.n_in_distribution == fresh_labelled["conus"] > 0
+    assert measured.n_unseen == fresh_labelled["south_america"] > 0
+    assert "independent folder fresh" in measured.evaluation_tiles
+    # No held-out half is needed any more: the whole conus test split is the reference.
+    assert len(load_bundle(out).reference.regions["conus"].embedding) == (
+        manifest.metrics["conus"].n_tiles
+    )
+    assert "independent conus tiles" in (out / "MODEL_CARD.md").read_text()
+
+
+def test_ood_folder_must_be_independent_of_the_training_data(bundle_dir, tmp_path):
+    _, run, data = bundle_dir
+    same_seed = tmp_path / "same-seed"
+    simulate_dataset(same_seed, ["conus"], 4, SIDE_PX, seed=0, workers=1, progress=False)
+    for folder, message in ((data, "found the same folder"), (same_seed, "another --seed")):
+        settings = ExportSettings(
+            timing_seconds=0.02, timing_repeats=1, progress=False, ood_data=folder
+        )
+        out = tmp_path / "refused"
+        with pytest.raises(ValueError, match=message):
+            build_bundle(run, data, out, settings)
+        assert not out.exists()
 
 
 @pytest.mark.parametrize("decoder_input", ["cls", "attention"])

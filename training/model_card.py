@@ -57,11 +57,18 @@ def _ood_lines(manifest: BundleManifest) -> list[str]:
     if measured is None:
         return [*lines, "No OOD figures were measured for this bundle."]
     coverage_target = 1.0 - ood.interval_alpha
+    independent = measured.evaluation_tiles is not None and "independent" in (
+        measured.evaluation_tiles
+    )
+    inside = "independent" if independent else "held-out"
+    outside = "independent" if independent else "val"
+    if measured.evaluation_tiles is not None:
+        lines += [f"Evaluation tiles: {measured.evaluation_tiles}.", ""]
     lines += [
         "| figure | measured | target | |",
         "|---|---:|---|---|",
-        f"| false-flag rate on {measured.n_in_distribution} held-out "
-        f"{ood.fine_tuning_region} test tiles | {measured.false_flag_rate:.3f} | "
+        f"| false-flag rate on {measured.n_in_distribution} {inside} "
+        f"{ood.fine_tuning_region} tiles | {measured.false_flag_rate:.3f} | "
         f"{ood.alpha:.2f} +/- {FALSE_FLAG_TOLERANCE} | "
         f"{_verdict(abs(measured.false_flag_rate - ood.alpha) <= FALSE_FLAG_TOLERANCE)} |",
         f"| {coverage_target:.0%} interval coverage, same tiles | "
@@ -73,7 +80,8 @@ def _ood_lines(manifest: BundleManifest) -> list[str]:
         auroc_ok = measured.auroc is not None and measured.auroc >= AUROC_TARGET
         rho = measured.spearman_abs_error
         lines += [
-            f"| AUROC, {measured.n_unseen} {measured.unseen_region} val tiles vs in-distribution "
+            f"| AUROC, {measured.n_unseen} {outside} {measured.unseen_region} tiles vs "
+            "in-distribution "
             f"| {_fmt(measured.auroc)} | >= {AUROC_TARGET} | {_verdict(auroc_ok)} |",
             f"| Spearman(score, absolute error) on {measured.unseen_region} | {_fmt(rho)} | "
             f">= {SPEARMAN_TARGET} | {_verdict(rho is not None and rho >= SPEARMAN_TARGET)} |",
