@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sarveg.bundle import BundleManifest
+from sarveg.bundle import BundleManifest, OODMeasured
 
 CARD_FILE = "MODEL_CARD.md"
 # The OOD targets of the project (issue 5), printed next to the measured figures.
@@ -47,6 +47,15 @@ def _metrics_table(manifest: BundleManifest) -> list[str]:
     return lines
 
 
+def _independent(measured: OODMeasured | None) -> bool:
+    """Whether the OOD block was measured on an independent folder (``export --ood-data``)."""
+    return (
+        measured is not None
+        and measured.evaluation_tiles is not None
+        and "independent folder" in measured.evaluation_tiles
+    )
+
+
 def _ood_lines(manifest: BundleManifest) -> list[str]:
     ood = manifest.ood
     lines = [
@@ -57,9 +66,7 @@ def _ood_lines(manifest: BundleManifest) -> list[str]:
     if measured is None:
         return [*lines, "No OOD figures were measured for this bundle."]
     coverage_target = 1.0 - ood.interval_alpha
-    independent = measured.evaluation_tiles is not None and "independent" in (
-        measured.evaluation_tiles
-    )
+    independent = _independent(measured)
     inside = "independent" if independent else "held-out"
     outside = "independent" if independent else "val"
     if measured.evaluation_tiles is not None:
@@ -145,6 +152,13 @@ def render_model_card(manifest: BundleManifest) -> str:
     backbone_mode = "frozen" if finetune.get("freeze_backbone") else "trained"
     reference = tiles.get("reference", {})
     few = [r for r, n in reference.items() if n < 2000]
+    if _independent(manifest.ood.measured):
+        split_note = "the whole test split of each; an independent folder measures the OOD block"
+    else:
+        split_note = (
+            f"the {manifest.ood.fine_tuning_region} test split is halved: one half is the "
+            "reference, the other measures the OOD block"
+        )
     reference_note = (
         f" The design asks for about 2,000 per region; {', '.join(few)} had fewer labelled "
         "test tiles than that."
@@ -183,9 +197,8 @@ def render_model_card(manifest: BundleManifest) -> str:
         f"on {tiles.get('early_stopping', '?')} val tiles.",
         f"- OOD calibration: {tiles.get('calibration', '?')} further val tiles of "
         f"{manifest.ood.fine_tuning_region} held out from early stopping (used to fit nothing).",
-        f"- Reference embeddings: test tiles per region {reference} (the "
-        f"{manifest.ood.fine_tuning_region} test split is halved: one half is the reference, "
-        f"the other measures the OOD block).{reference_note}",
+        f"- Reference embeddings: test tiles per region {reference} ({split_note})."
+        f"{reference_note}",
         f"- Code: {p.code_version}; created {p.created.isoformat(timespec='seconds')}.",
         "",
         "## Test metrics (whole test split of each region; RMSE in percentage points)",

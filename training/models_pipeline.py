@@ -84,11 +84,13 @@ def run_modality(
         pretrain(PretrainConfig(), args.data, pretrain_dir, options)
     else:
         print(f"reusing the finished pre-training run {pretrain_dir}")
-    timings[f"pretrain-{modality}"] = time.perf_counter() - tick
+    if state != "done":  # a reused step keeps the time recorded when it ran
+        timings[f"pretrain-{modality}"] = time.perf_counter() - tick
 
     finetune_dir = args.runs / f"finetune-{modality}-{args.region}"
     tick = time.perf_counter()
-    if args.refit or not (finetune_dir / CHECKPOINT_FILE).is_file():
+    refit = args.refit or not (finetune_dir / CHECKPOINT_FILE).is_file()
+    if refit:
         overrides = [
             f"pretrained={pretrain_dir}",
             f"labels={args.labels}",
@@ -104,7 +106,8 @@ def run_modality(
         )
     else:
         print(f"reusing the fine-tuning run {finetune_dir} (pass --refit to redo it)")
-    timings[f"finetune-{modality}"] = time.perf_counter() - tick
+    if refit:
+        timings[f"finetune-{modality}"] = time.perf_counter() - tick
 
     tick = time.perf_counter()
     out = args.models / f"{modality}-{args.region}"
