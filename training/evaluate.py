@@ -209,6 +209,15 @@ def predict_selection(
     return predict_rows(finetuned.model, cache, rows, with_attention=with_attention)
 
 
+def simulation_seed(data_dir: str | Path) -> int | None:
+    """The seed ``sarveg simulate`` recorded for ``data_dir`` (None: not a simulation)."""
+    manifest = Path(data_dir) / SIMULATION_MANIFEST
+    if not manifest.is_file():
+        return None
+    seed = json.loads(manifest.read_text()).get("seed")
+    return None if seed is None else int(seed)
+
+
 def synthetic_data(data_dir: str | Path) -> bool:
     """True when ``data_dir`` was written by ``sarveg simulate`` (its manifest says so)."""
     manifest = Path(data_dir) / SIMULATION_MANIFEST

@@ -58,9 +58,9 @@ from sarveg.ood_evaluation import evaluate_ood
 from sarveg.reference import RegionReference, save_reference
 from sarveg.tiles import read_tile
 from training.cache import TileCache, prepare_cache
-from training.evaluate import score_predictions, synthetic_data
+from training.evaluate import score_predictions, simulation_seed, synthetic_data
 from training.label_budget import region_rng, split_holdout
-from training.model_card import CARD_FILE, render_model_card
+from training.model_card import CARD_FILE, INDEPENDENT_FOLDER, render_model_card
 from training.onnx_export import export_best, make_session, reports_as_dicts, run_session
 from training.regressor import FinetunedModel, load_finetuned
 
@@ -128,14 +128,11 @@ def require_independent(data_dir: Path, ood_data: Path) -> None:
             f"expected an OOD evaluation folder independent of the training data, found the "
             f"same folder {ood_data}"
         )
-    seeds = []
-    for folder in (data_dir, ood_data):
-        record = folder / "simulation.json"
-        seeds.append(json.loads(record.read_text()).get("seed") if record.is_file() else None)
-    if seeds[0] is not None and seeds[0] == seeds[1]:
+    seed = simulation_seed(data_dir)
+    if seed is not None and seed == simulation_seed(ood_data):
         raise ValueError(
             f"expected an independent simulation in {ood_data}, found the training data's seed "
-            f"{seeds[0]}: its tiles repeat the training tiles (simulate it with another --seed)"
+            f"{seed}: its tiles repeat the training tiles (simulate it with another --seed)"
         )
 
 
@@ -395,7 +392,7 @@ def write_bundle(
         evaluation_tiles = (
             f"every labelled tile of {region_ft}"
             + (f" and {unseen_region}" if unseen is not None else "")
-            + f" in the independent folder {ood_root.name}"
+            + f" in the {INDEPENDENT_FOLDER} {ood_root.name}"
         )
     synthetic = bool(ckpt.get("synthetic", synthetic_data(data_dir)))
     measured = evaluate_ood(

@@ -11,6 +11,8 @@ from typing import Any
 from sarveg.bundle import BundleManifest, OODMeasured
 
 CARD_FILE = "MODEL_CARD.md"
+# How ``sarveg export --ood-data`` names its evaluation tiles in ``ood.measured``.
+INDEPENDENT_FOLDER = "independent folder"
 # The OOD targets of the project (issue 5), printed next to the measured figures.
 FALSE_FLAG_TOLERANCE = 0.02
 COVERAGE_TOLERANCE = 0.03
@@ -52,7 +54,7 @@ def _independent(measured: OODMeasured | None) -> bool:
     return (
         measured is not None
         and measured.evaluation_tiles is not None
-        and "independent folder" in measured.evaluation_tiles
+        and INDEPENDENT_FOLDER in measured.evaluation_tiles
     )
 
 

@@ -36,6 +36,7 @@ from sarveg.dataset import find_partitions
 from sarveg.simulate.layout import simulate_dataset
 from sarveg.simulate.regions import REGIONS
 from training.config import PretrainConfig, load_config
+from training.evaluate import simulation_seed
 from training.export import DEFAULT_UNSEEN_REGION, ExportSettings, build_bundle
 from training.finetune import finetune
 from training.finetune_config import load_finetune_config
@@ -129,12 +130,6 @@ def run_modality(
         "ood": None if measured is None else measured.model_dump(),
         "bytes": sum(p.stat().st_size for p in out.iterdir()),
     }
-
-
-def simulation_seed(data: Path) -> int | None:
-    """The seed recorded in a simulated benchmark's ``simulation.json`` (None: not simulated)."""
-    record = data / "simulation.json"
-    return int(json.loads(record.read_text())["seed"]) if record.is_file() else None
 
 
 def prepare_ood_data(args: argparse.Namespace, timings: dict[str, float]) -> Path | None:
