@@ -10,7 +10,11 @@ L2-normalised embeddings, DINO's k-NN protocol), and prints the test RMSE (perce
 of both, per region and overall, with their ratio.
 Target: pre-trained RMSE <= 0.8 x random-init RMSE.
 For context it also prints the RMSE of predicting the train mean and of k-NN on the per-channel
-tile means (what a model that only reads the average backscatter could do).
+tile means (what a model that only reads the average backscatter could do), and, as diagnostics
+outside the target, a ridge (linear) probe on the same standardised embeddings and their
+effective dimension (participation ratio of the covariance eigenvalues): when the linear probe
+separates the backbones but k-NN does not, the label sits in low-variance directions that
+Euclidean neighbours hardly see.
 On the simulated benchmark these are synthetic results.
 """
 
@@ -22,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from sklearn.linear_model import RidgeCV
 from sklearn.neighbors import KNeighborsRegressor
 from sklearn.preprocessing import StandardScaler
 from tqdm import tqdm
@@ -35,6 +40,7 @@ from training.cache import TileCache, prepare_cache  # noqa: E402
 from training.config import config_from_dict  # noqa: E402
 
 TARGET_RATIO = 0.8
+RIDGE_ALPHAS = np.logspace(-3, 3, 13)
 
 
 @torch.no_grad()
@@ -75,6 +81,23 @@ def knn_rmse(
     model = KNeighborsRegressor(n_neighbors=min(k, len(train_x)))
     model.fit(train_x, train_y)
     return model.predict(test_x)
+
+
+def ridge_predictions(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray) -> np.ndarray:
+    """Test predictions of a ridge regression on standardised features (penalty by CV)."""
+    scaler = StandardScaler().fit(train_x)
+    model = RidgeCV(alphas=RIDGE_ALPHAS).fit(scaler.transform(train_x), train_y)
+    return model.predict(scaler.transform(test_x))
+
+
+def effective_dimension(x: np.ndarray) -> float:
+    """Participation ratio ``(sum l)^2 / sum l^2`` of the standardised features' covariance.
+
+    1 when one direction holds all the variance, the feature count when all hold the same.
+    """
+    z = StandardScaler().fit_transform(x)
+    eigenvalues = np.clip(np.linalg.eigvalsh(np.cov(z, rowvar=False)), 0.0, None)
+    return float(eigenvalues.sum() ** 2 / max(float((eigenvalues**2).sum()), 1e-12))
 
 
 def rmse(pred: np.ndarray, truth: np.ndarray) -> float:
@@ -172,6 +195,14 @@ def main() -> int:
         print(
             f"{metric}: pre-trained RMSE {ours:.2f} / random-init RMSE {base:.2f} = {ratio:.2f} "
             f"(target <= {TARGET_RATIO}: {verdict})"
+        )
+    print("\ndiagnostics, not the target: ridge probe on standardised features; effective dim.")
+    print(f"{'':<16}{'ridge RMSE':>12}{'eff. dim':>10}{'features':>10}")
+    for name, f in features.items():
+        ridge = rmse(ridge_predictions(f["train"], labels["train"], f["test"]), labels["test"])
+        print(
+            f"{name:<16}{ridge:>12.2f}{effective_dimension(f['train']):>10.1f}"
+            f"{f['train'].shape[1]:>10}"
         )
     return 0
 
