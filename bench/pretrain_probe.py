@@ -54,6 +54,12 @@ def embed(backbone: SarViT, tiles: np.ndarray, batch: int, desc: str) -> np.ndar
     return np.concatenate(out)
 
 
+def standardise(train_x: np.ndarray, test_x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Both sets scaled by the train features' mean and standard deviation."""
+    scaler = StandardScaler().fit(train_x)
+    return scaler.transform(train_x), scaler.transform(test_x)
+
+
 def l2_normalise(x: np.ndarray) -> np.ndarray:
     """Rows scaled to unit length: Euclidean neighbours are then cosine neighbours."""
     return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
@@ -76,8 +82,7 @@ def knn_rmse(
     if metric == "cosine":
         train_x, test_x = l2_normalise(train_x), l2_normalise(test_x)
     else:
-        scaler = StandardScaler().fit(train_x)
-        train_x, test_x = scaler.transform(train_x), scaler.transform(test_x)
+        train_x, test_x = standardise(train_x, test_x)
     model = KNeighborsRegressor(n_neighbors=min(k, len(train_x)))
     model.fit(train_x, train_y)
     return model.predict(test_x)
@@ -85,9 +90,8 @@ def knn_rmse(
 
 def ridge_predictions(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray) -> np.ndarray:
     """Test predictions of a ridge regression on standardised features (penalty by CV)."""
-    scaler = StandardScaler().fit(train_x)
-    model = RidgeCV(alphas=RIDGE_ALPHAS).fit(scaler.transform(train_x), train_y)
-    return model.predict(scaler.transform(test_x))
+    train_x, test_x = standardise(train_x, test_x)
+    return RidgeCV(alphas=RIDGE_ALPHAS).fit(train_x, train_y).predict(test_x)
 
 
 def effective_dimension(x: np.ndarray) -> float:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib.util
-import sys
 from pathlib import Path
 from types import ModuleType
 
@@ -18,7 +17,6 @@ def probe() -> ModuleType:
     spec = importlib.util.spec_from_file_location("pretrain_probe", PROBE_PATH)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("pretrain_probe", module)
     spec.loader.exec_module(module)
     return module
 
@@ -34,7 +32,7 @@ def test_effective_dimension_counts_directions_that_carry_variance(probe: Module
     assert probe.effective_dimension(redundant) == pytest.approx(2.0, rel=0.05)
 
 
-def test_ridge_probe_finds_a_label_in_a_low_variance_direction_that_knn_misses(
+def test_ridge_probe_finds_a_label_in_one_feature_of_many_that_knn_misses(
     probe: ModuleType,
 ) -> None:
     # The label lives in one of 32 features; the other 31 are unrelated noise of equal variance.
