@@ -3,6 +3,7 @@
 Usage:
     python bench/serve.py [--models models/ | --tiny] [--modality s1grd] [--load 2000]
                           [--tile-px N | --tile-file TILE.tif] [--no-floor]
+    python bench/serve.py --compare-decoding [--before-ref GIT_REF] [--models ... | --tiny]
 
 Starts ``bentoml serve serving.service:SarVeg`` on a free port with ``SARVEG_MODELS`` set to
 ``--models`` (default: the repository's ``models/``; ``--tiny`` builds the torch-free test
@@ -27,6 +28,15 @@ when the model alone runs ``R`` tiles/s on the same cores: that bound is printed
 same is measured for a bare ASGI echo under uvicorn (no framework: any Python server's floor). If
 ``hey`` (Debian package) is on the PATH, the echoes and the real server are also measured with
 it, a compiled client that takes less CPU than aiohttp.
+
+``--compare-decoding`` measures what decoding uploads in limited child processes costs: the same
+tile, client, warm-up and request counts against servers that decode in the server process
+(``SARVEG_DECODE_SANDBOX=off``), in child processes (the default), and, with ``--before-ref``,
+the code of that git commit (checked out into a temporary worktree, same venv). Rounds alternate
+the servers and medians are printed: p50 latency at concurrency 1, throughput at concurrency 16
+(target: the sandbox costs at most 10 % of it), the server's RSS at rest, and its peak RSS while
+32 concurrent clients send a 2.3 KB sparse 2048 x 2048 x 16 GeoTIFF (the header bomb), sampled
+every 20 ms over the whole process tree.
 """
 
 from __future__ import annotations
@@ -50,6 +60,7 @@ sys.path.insert(0, str(ROOT))
 
 from sarveg import bands  # noqa: E402
 from serving.predictor import Predictor  # noqa: E402
+from tests.hostile_files import sparse_bomb  # noqa: E402
 from tests.server_process import free_port, start_server, stop_server  # noqa: E402
 from tests.tile_factory import coherence_x100, s1grd_db, write_geotiff  # noqa: E402
 
@@ -344,6 +355,136 @@ async def measure(args: argparse.Namespace, models: str, workdir: Path) -> int:
     return 0 if load_errors == 0 else 1
 
 
+SANDBOX_TARGET = 0.90
+BOMB_CLIENTS = 32
+
+
+async def peak_rss_during(pid: int, work: asyncio.Future) -> int:
+    """Highest RSS of the process tree, sampled every 20 ms until ``work`` is done."""
+    peak = server_rss(pid)
+    while not work.done():
+        peak = max(peak, server_rss(pid))
+        await asyncio.sleep(0.02)
+    return peak
+
+
+async def decoding_round(
+    label: str,
+    models: str,
+    payload: bytes,
+    workdir: Path,
+    env: dict[str, str],
+    root: Path,
+    args: argparse.Namespace,
+) -> dict[str, float]:
+    """One server: p50 at concurrency 1, tiles/s at 16, RSS at rest and under the bomb."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    process = start_server(models, port, workdir / f"{label}.log", env, cwd=root)
+    try:
+        await wait_ready(url, process, 120.0)
+        await run_requests(url, payload, 100, 16)  # warm-up
+        latencies, errors, _ = await run_requests(url, payload, args.latency_requests, 1)
+        _, errors16, wall = await run_requests(url, payload, args.throughput_requests, 16)
+        await asyncio.sleep(1.0)
+        at_rest = server_rss(process.pid)
+        bomb = asyncio.ensure_future(
+            run_requests(url, sparse_bomb(), 4 * BOMB_CLIENTS, BOMB_CLIENTS)
+        )
+        peak = await peak_rss_during(process.pid, bomb)
+        bomb_latencies, _, _ = bomb.result()
+    finally:
+        stop_server(process)
+    if errors or errors16:
+        raise RuntimeError(f"{label}: {errors + errors16} tile requests failed")
+    return {
+        "p50_ms": percentile_ms(latencies, 50),
+        "tiles_per_s": args.throughput_requests / wall,
+        "rss_rest_mb": at_rest / 2**20,
+        "rss_bomb_mb": peak / 2**20,
+        "bomb_p50_ms": percentile_ms(bomb_latencies, 50),
+    }
+
+
+async def compare_decoding(args: argparse.Namespace, models: str, workdir: Path) -> int:
+    side = (
+        args.tile_px
+        or Predictor.from_paths(models).model_for(args.modality).manifest.source_tile_px
+    )
+    payload = (args.tile_file or make_tile(args.modality, side, workdir)).read_bytes()
+    servers: list[tuple[str, dict[str, str], Path]] = []
+    if args.before_ref:
+        before = workdir / "before"
+        subprocess.run(
+            ["git", "worktree", "add", "--detach", str(before), args.before_ref],
+            cwd=ROOT,
+            check=True,
+            capture_output=True,
+        )
+        servers.append((f"before ({args.before_ref})", {}, before))
+    servers += [
+        ("in-process decoding", {"SARVEG_DECODE_SANDBOX": "off"}, ROOT),
+        ("child-process decoding", {"SARVEG_DECODE_SANDBOX": "on"}, ROOT),
+    ]
+    results: dict[str, list[dict[str, float]]] = {label: [] for label, _, _ in servers}
+    try:
+        for _ in range(args.rounds):
+            for label, env, root in servers:
+                results[label].append(
+                    await decoding_round(
+                        label.split()[0], models, payload, workdir, env, root, args
+                    )
+                )
+    finally:
+        if args.before_ref:
+            subprocess.run(
+                ["git", "worktree", "remove", "--force", str(workdir / "before")],
+                cwd=ROOT,
+                check=False,
+                capture_output=True,
+            )
+    print(
+        f"decoding isolation: {models} ({args.modality}), tile {side} px "
+        f"({len(payload) / 1024:.0f} KiB); medians of {args.rounds} alternating rounds, "
+        f"{args.latency_requests} requests at concurrency 1, {args.throughput_requests} at 16"
+    )
+    header = (
+        "server",
+        "p50 ms (c=1)",
+        "tiles/s (c=16)",
+        "RSS rest MiB",
+        "RSS bomb MiB",
+        "bomb p50 ms",
+    )
+    print(f"{header[0]:<30}" + "".join(f"{h:>16}" for h in header[1:]))
+    medians = {
+        label: {k: float(np.median([r[k] for r in rows])) for k in rows[0]}
+        for label, rows in results.items()
+    }
+    for label, m in medians.items():
+        print(
+            f"{label:<30}{m['p50_ms']:>16.2f}{m['tiles_per_s']:>16.1f}{m['rss_rest_mb']:>16.0f}"
+            f"{m['rss_bomb_mb']:>16.0f}{m['bomb_p50_ms']:>16.1f}"
+        )
+    ratio = (
+        medians["child-process decoding"]["tiles_per_s"]
+        / medians["in-process decoding"]["tiles_per_s"]
+    )
+    print(
+        f"child / in-process throughput at concurrency 16: {ratio:.3f} (target >= "
+        f"{SANDBOX_TARGET:.2f}: {'met' if ratio >= SANDBOX_TARGET else 'NOT met'})"
+    )
+    if args.before_ref:
+        label = f"before ({args.before_ref})"
+        child = medians["child-process decoding"]["tiles_per_s"]
+        print(f"child / before throughput: {child / medians[label]['tiles_per_s']:.3f}")
+    print(
+        "RSS: the server's whole process tree (arbiter, worker, decoding children); 'bomb' is the "
+        f"peak while {BOMB_CLIENTS} clients send {4 * BOMB_CLIENTS} header bombs"
+    )
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -364,6 +505,11 @@ def main() -> int:
     parser.add_argument(
         "--no-floor", dest="floor", action="store_false", help="skip the echo-service floor"
     )
+    parser.add_argument(
+        "--compare-decoding", action="store_true", help="in-process vs child-process decoding"
+    )
+    parser.add_argument("--before-ref", default=None, help="also serve this git commit's code")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds per server")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="sarveg-bench-") as tmp:
         workdir = Path(tmp)
@@ -373,6 +519,8 @@ def main() -> int:
 
             build_bundles(workdir / "models")
             models = str(workdir / "models")
+        if args.compare_decoding:
+            return asyncio.run(compare_decoding(args, models, workdir))
         return asyncio.run(measure(args, models, workdir))
 
 

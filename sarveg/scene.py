@@ -3,14 +3,16 @@
 A scene is read window by window, so memory stays bounded by one row of tiles whatever the
 scene's size. The grid starts at the scene's top-left pixel and steps by the bundle's tile
 footprint in the scene's own pixels; edge tiles that overhang the scene are padded with NaN
-(nodata) and kept when enough of them is valid.
+(nodata). Every window gets the checks an uploaded tile gets (:func:`sarveg.tiles.value_problem`)
+plus a minimum valid share; a window that fails them carries its reason and is skipped by the
+callers, never predicted.
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,15 +29,30 @@ from sarveg.tiles import (
     MIN_SIDE_PX,
     BandLayout,
     Tile,
+    check_header,
     check_modality,
     decode_bands,
     identify_layout,
     open_raster,
+    value_problem,
 )
 
-# A scene may be far larger than a tile, but its header is still checked before any pixel read.
-MAX_SCENE_VALUES = 16 * 32768 * 32768
+# A scene may be far larger than a tile, but its header is still checked before any pixel read;
+# it is read one window at a time, so memory does not grow with this budget.
+MAX_SCENE_PIXELS = 16384 * 16384
 MIN_VALID_FRACTION = 0.25
+
+
+def window_problem(
+    array: np.ndarray, modality: str, valid_fraction: float, min_valid_fraction: float
+) -> str | None:
+    """Why a scene window cannot be predicted (too little valid data, bad values), or None."""
+    if valid_fraction < min_valid_fraction:
+        return (
+            f"too little valid data: expected at least {min_valid_fraction:.0%} valid pixels, "
+            f"found {valid_fraction:.0%}"
+        )
+    return value_problem(array, modality)
 
 
 @dataclass(frozen=True)
@@ -47,12 +64,14 @@ class SceneTile:
         col: tile column in the scene grid (0 = left).
         tile: the decoded tile (NaN where nodata or beyond the scene edge).
         valid_fraction: share of the tile's pixels with valid data in every channel.
+        problem: why the window is skipped (:func:`window_problem`), or None if usable.
     """
 
     row: int
     col: int
     tile: Tile
     valid_fraction: float
+    problem: str | None = None
 
 
 @dataclass(frozen=True)
@@ -86,7 +105,9 @@ class Scene:
         """Transform of a raster with one pixel per tile, aligned with the scene."""
         return self.dataset.transform * Affine.scale(self.tile_px, self.tile_px)
 
-    def read_tile(self, row: int, col: int) -> SceneTile:
+    def read_tile(
+        self, row: int, col: int, min_valid_fraction: float = MIN_VALID_FRACTION
+    ) -> SceneTile:
         """Decode tile ``(row, col)`` of the grid, NaN-padded beyond the scene edge."""
         window = Window(col * self.tile_px, row * self.tile_px, self.tile_px, self.tile_px)
         try:
@@ -105,10 +126,6 @@ class Scene:
             : max(0, self.dataset.width - col * self.tile_px),
         ] = True
         array[:, ~inside] = np.nan
-        if np.isinf(array).any():
-            raise TileError(
-                f"non-finite values in scene tile ({row}, {col}): expected finite values or NaN"
-            )
         tile = Tile(
             array=array,
             band_names=bands.CHANNELS[self.modality],
@@ -118,34 +135,35 @@ class Scene:
             encoding=self.layout.encoding,
         )
         valid = float(np.isfinite(array).all(axis=0).mean())
-        return SceneTile(row=row, col=col, tile=tile, valid_fraction=valid)
+        problem = window_problem(array, self.modality, valid, min_valid_fraction)
+        return SceneTile(row=row, col=col, tile=tile, valid_fraction=valid, problem=problem)
 
     def iter_tiles(self, min_valid_fraction: float = MIN_VALID_FRACTION) -> Iterator[SceneTile]:
-        """Yield the grid's tiles row by row, skipping those with too little valid data."""
+        """Yield every window of the grid row by row; skipped ones carry their ``problem``."""
         rows, cols = self.grid_shape
         for row in range(rows):
             for col in range(cols):
-                scene_tile = self.read_tile(row, col)
-                if scene_tile.valid_fraction >= min_valid_fraction:
-                    yield scene_tile
+                yield self.read_tile(row, col, min_valid_fraction)
 
 
 @contextlib.contextmanager
 def open_scene(
     source: str | Path | bytes,
-    tile_px: int,
+    tile_px: int | Mapping[str, int],
     *,
     modality: str | None = None,
-    max_values: int = MAX_SCENE_VALUES,
+    max_pixels: int = MAX_SCENE_PIXELS,
 ) -> Iterator[Scene]:
     """Open a GeoTIFF scene for tiled reading.
 
     Args:
         source: path or bytes of a GeoTIFF with S1GRD or GSSIC bands (any encoding
             ``read_tile`` accepts).
-        tile_px: tile footprint in the scene's pixels (the bundle's native tile size).
+        tile_px: tile footprint in the scene's pixels (the bundle's native tile size), or one
+            per modality when the modality is only known from the bands.
         modality: insist on ``"s1grd"`` or ``"gssic"``; None infers it from the bands.
-        max_values: refuse scenes declaring more values than this, before reading pixels.
+        max_pixels: refuse scenes declaring more pixels (height x width) than this, before
+            reading any pixel.
 
     Raises:
         TileError: not a readable GeoTIFF, unknown bands, or a scene smaller than one tile.
@@ -154,18 +172,20 @@ def open_scene(
     with open_raster(source) as (dataset, kind):
         if kind != "tiff":
             raise TileError("scene must be a GeoTIFF: expected TIFF data, found NetCDF")
-        h, w, c = dataset.height, dataset.width, dataset.count
-        if h * w * c > max_values:
-            raise TileError(
-                f"scene too large: expected at most {max_values:,} values, "
-                f"found {c} x {h} x {w} = {c * h * w:,}"
-            )
+        check_header(dataset, max_pixels, "scene")
+        layout = identify_layout(dataset)
+        if modality is not None and layout.modality != modality:
+            raise TileError(f"expected a {modality} scene, found {layout.modality} bands")
+        if isinstance(tile_px, Mapping):
+            if layout.modality not in tile_px:
+                raise TileError(
+                    f"no model for {layout.modality} scenes: expected {' or '.join(tile_px)} bands"
+                )
+            tile_px = tile_px[layout.modality]
+        h, w = dataset.height, dataset.width
         if min(h, w) < max(MIN_SIDE_PX, tile_px // 2):
             raise TileError(
                 f"scene too small: expected at least {max(MIN_SIDE_PX, tile_px // 2)} pixels a "
                 f"side (tiles are {tile_px} px), found {h} x {w}"
             )
-        layout = identify_layout(dataset)
-        if modality is not None and layout.modality != modality:
-            raise TileError(f"expected a {modality} scene, found {layout.modality} bands")
         yield Scene(dataset=dataset, layout=layout, tile_px=tile_px)

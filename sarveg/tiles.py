@@ -35,9 +35,11 @@ from sarveg import bands
 from sarveg.errors import TileError
 
 MIN_SIDE_PX = 16
-# Refuse to decode rasters whose declared size exceeds this many values (bands x height x width):
-# a hostile header can declare gigapixels in a few bytes.
-MAX_DECODE_VALUES = 16 * 4096 * 4096
+# Refuse to decode tiles whose header declares more pixels (height x width) than this: a hostile
+# header can declare gigapixels in a few bytes. One chip is a few hundred pixels a side.
+MAX_TILE_PIXELS = 2000 * 2000
+# A header may declare up to 65,535 bands; no layout has more than 16 (sartiles NetCDF: 16).
+MAX_BANDS = 64
 UINT8_DB_RANGE = (-30.0, 0.0)
 DB_VALID_RANGE = (-100.0, 60.0)
 
@@ -90,11 +92,23 @@ class Tile:
 
     @property
     def bounds(self) -> tuple[float, float, float, float]:
-        """``(left, bottom, right, top)`` in CRS units."""
+        """``(left, bottom, right, top)`` in CRS units, from all four corners."""
         _, h, w = self.array.shape
-        left, top = self.transform @ (0, 0)
-        right, bottom = self.transform @ (w, h)
-        return (min(left, right), min(bottom, top), max(left, right), max(bottom, top))
+        return transformed_bounds(self.transform, h, w)
+
+
+def transformed_bounds(
+    transform: Affine, height: int, width: int
+) -> tuple[float, float, float, float]:
+    """``(left, bottom, right, top)`` of a ``height x width`` raster, from its four corners.
+
+    Two corners are enough only for north-up transforms; a rotated or sheared one puts the
+    extremes at the other two.
+    """
+    corners = [transform * (x, y) for x in (0, width) for y in (0, height)]
+    xs = [x for x, _ in corners]
+    ys = [y for _, y in corners]
+    return (min(xs), min(ys), max(xs), max(ys))
 
 
 def check_modality(modality: str | None) -> str | None:
@@ -124,7 +138,7 @@ def read_tile(
     source: str | Path | bytes,
     *,
     modality: str | None = None,
-    max_values: int = MAX_DECODE_VALUES,
+    max_pixels: int = MAX_TILE_PIXELS,
 ) -> Tile:
     """Read a tile from a path or from in-memory bytes.
 
@@ -132,7 +146,8 @@ def read_tile(
         source: path to a GeoTIFF / NetCDF file, or the file's bytes (read through GDAL's
             in-memory filesystem, no temporary files).
         modality: ``"s1grd"`` or ``"gssic"`` to insist on one; None infers it from the bands.
-        max_values: refuse rasters declaring more than this many values before decoding pixels.
+        max_pixels: refuse rasters declaring more pixels (height x width) than this, before
+            decoding any pixel.
 
     Returns:
         The decoded ``Tile`` in model channel order.
@@ -145,9 +160,9 @@ def read_tile(
     check_modality(modality)
     with open_raster(source) as (dataset, kind):
         if kind == "netcdf":
-            tile = decode_gssic_netcdf(dataset, max_values)
+            tile = decode_gssic_netcdf(dataset, max_pixels)
         else:
-            tile = decode_geotiff(dataset, max_values)
+            tile = decode_geotiff(dataset, max_pixels)
     if modality is not None and tile.modality != modality:
         raise TileError(
             f"expected a {modality} tile, found {tile.modality} bands "
@@ -180,11 +195,14 @@ def open_dataset(name: str, kind: str) -> Iterator[DatasetReader]:
     """Open ``name`` with rasterio; GDAL's own messages are not passed on (they name paths)."""
     target = f'NETCDF:"{name}":coherence' if kind == "netcdf" else name
     what = "a NetCDF file with a 'coherence' variable" if kind == "netcdf" else "a readable GeoTIFF"
+    # Only the driver the magic bytes named may open the data: no other GDAL driver (VRT and
+    # friends can reference other files) gets a say.
+    driver = "netCDF" if kind == "netcdf" else "GTiff"
     with rasterio.Env(**GDAL_OPEN_OPTIONS):
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", NotGeoreferencedWarning)
-                dataset = rasterio.open(target)
+                dataset = rasterio.open(target, driver=driver)
         except RasterioError:
             raise TileError(
                 f"could not decode the raster: expected {what}, found corrupt, "
@@ -196,19 +214,52 @@ def open_dataset(name: str, kind: str) -> Iterator[DatasetReader]:
             dataset.close()
 
 
-def check_shape(dataset: DatasetReader, max_values: int) -> None:
-    """Refuse tiny or huge rasters using only the header."""
+def check_header(dataset: DatasetReader, max_pixels: int, what: str = "tile") -> None:
+    """Refuse huge rasters and absurd band counts using only the header."""
     h, w, c = dataset.height, dataset.width, dataset.count
+    if c > MAX_BANDS:
+        raise TileError(f"too many bands: expected at most {MAX_BANDS}, found {c}")
+    if h * w > max_pixels:
+        raise TileError(
+            f"{what} too large: expected at most {max_pixels:,} pixels (height x width), found "
+            f"{h} x {w} = {h * w:,}"
+        )
+
+
+def check_shape(dataset: DatasetReader, max_pixels: int) -> None:
+    """Refuse tiny or huge tiles using only the header."""
+    check_header(dataset, max_pixels)
+    h, w = dataset.height, dataset.width
     if h < MIN_SIDE_PX or w < MIN_SIDE_PX:
         raise TileError(
             f"tile too small: expected at least {MIN_SIDE_PX} x {MIN_SIDE_PX} pixels, "
             f"found {h} x {w}"
         )
-    if h * w * c > max_values:
+
+
+# Data types each modality's decoder handles (GDAL names); anything else is refused from the
+# header, before numpy ever sees a type it cannot represent (complex_int16 SLC data).
+SUPPORTED_DTYPES: dict[str, frozenset[str]] = {
+    "s1grd": frozenset({"float32", "float64", "uint16", "int16", "uint8"}),
+    "gssic": frozenset({"float32", "float64", "uint8"}),
+}
+DTYPE_HINTS = {
+    "s1grd": "float32 dB, uint16/int16 integer dB or uint8 scaled dB",
+    "gssic": "uint8 (coherence x 100) or float 0..1",
+}
+
+
+def band_dtype(dataset: DatasetReader, indexes: tuple[int, ...], modality: str) -> np.dtype:
+    """The one stored data type of ``indexes``, if the modality's decoder supports it."""
+    names = {dataset.dtypes[i - 1] for i in indexes}
+    if len(names) != 1 or not names <= SUPPORTED_DTYPES[modality]:
+        found = ", ".join(sorted(names))
+        hint = " (complex SLC data: convert to sigma0 dB first)" if "complex" in found else ""
         raise TileError(
-            f"raster too large to decode as one tile: expected at most {max_values:,} values "
-            f"(bands x height x width), found {c} x {h} x {w} = {c * h * w:,}"
+            f"unsupported data type for {modality.upper()}: expected {DTYPE_HINTS[modality]}, "
+            f"found {found}{hint}"
         )
+    return np.dtype(names.pop())
 
 
 def read_all(dataset: DatasetReader, indexes: list[int] | None = None) -> np.ndarray:
@@ -304,7 +355,8 @@ def identify_layout(dataset: DatasetReader) -> BandLayout:
         layout = by_count[count]
         names = list(GEOTIFF_LAYOUTS[layout])
     indexes = tuple(names.index(n) + 1 for n in DECODED_BANDS[layout])
-    return BandLayout(layout, indexes, np.dtype(dataset.dtypes[indexes[0] - 1]))
+    modality = "gssic" if layout.startswith("gssic") else "s1grd"
+    return BandLayout(layout, indexes, band_dtype(dataset, indexes, modality))
 
 
 def decode_bands(raw: np.ndarray, layout: BandLayout) -> np.ndarray:
@@ -315,9 +367,9 @@ def decode_bands(raw: np.ndarray, layout: BandLayout) -> np.ndarray:
     return ascending_to_channels(array) if layout.name == "s1grd-16band" else array
 
 
-def decode_geotiff(dataset: DatasetReader, max_values: int) -> Tile:
+def decode_geotiff(dataset: DatasetReader, max_pixels: int) -> Tile:
     """Identify the band layout of a GeoTIFF and decode the whole raster to model channels."""
-    check_shape(dataset, max_values)
+    check_shape(dataset, max_pixels)
     layout = identify_layout(dataset)
     raw = read_all(dataset, list(layout.indexes))  # (C, H, W)
     return Tile(
@@ -398,13 +450,42 @@ def ascending_to_channels(ascending_db: np.ndarray) -> np.ndarray:
     seasons = len(bands.S1GRD_SEASONS)
     out = np.empty((3 * seasons, *ascending_db.shape[1:]), np.float32)  # (12, H, W)
     out[: 2 * seasons] = ascending_db
-    np.subtract(out[:seasons], out[seasons : 2 * seasons], out=out[2 * seasons :])
+    with np.errstate(invalid="ignore"):  # inf - inf in a hostile file: refused just after
+        np.subtract(out[:seasons], out[seasons : 2 * seasons], out=out[2 * seasons :])
     return out
 
 
-def decode_gssic_netcdf(dataset: DatasetReader, max_values: int) -> Tile:
+NETCDF_EXTRA_DIMS = ("season", "deltadays")
+
+
+def netcdf_extra_dims(dataset: DatasetReader) -> tuple[str, ...]:
+    """The non-spatial dimensions of the ``coherence`` variable, in stored order."""
+    raw = dataset.tags().get("NETCDF_DIM_EXTRA", "")
+    return tuple(name.strip() for name in raw.strip("{}").split(",") if name.strip())
+
+
+def parse_deltadays(raw: str) -> int:
+    """A ``deltadays`` coordinate as whole days; NaN, infinite or fractional values refused."""
+    try:
+        days = float(raw)
+    except ValueError:
+        days = float("nan")
+    if not np.isfinite(days) or days != round(days) or not 0 < days < 10_000:
+        raise TileError(
+            f"invalid deltadays coordinate: expected whole days (12, 24, 36, 48), found {raw!r}"
+        )
+    return int(days)
+
+
+def decode_gssic_netcdf(dataset: DatasetReader, max_pixels: int) -> Tile:
     """Decode sartiles' ``coherence(season, deltadays, y, x)`` to the 8 GSSIC channels."""
-    check_shape(dataset, max_values)
+    check_shape(dataset, max_pixels)
+    dims = netcdf_extra_dims(dataset)
+    if dims != NETCDF_EXTRA_DIMS:
+        raise TileError(
+            "unexpected NetCDF structure: expected variable coherence(season, deltadays, y, x), "
+            f"found coherence({', '.join([*dims, 'y', 'x'])})"
+        )
     band_keys: dict[tuple[str, int], int] = {}
     season_values: list[str] = []
     for i in range(1, dataset.count + 1):
@@ -412,14 +493,19 @@ def decode_gssic_netcdf(dataset: DatasetReader, max_values: int) -> Tile:
         season_raw = tags.get("NETCDF_DIM_season")
         days_raw = tags.get("NETCDF_DIM_deltadays")
         if season_raw is None or days_raw is None:
-            dims = [k[len("NETCDF_DIM_") :] for k in sorted(tags) if k.startswith("NETCDF_DIM_")]
             raise TileError(
-                "unexpected NetCDF structure: expected variable "
-                f"coherence(season, deltadays, y, x), found extra dimensions {dims}"
+                "unexpected NetCDF structure: expected a season and a deltadays coordinate for "
+                f"every coherence band, found none for band {i}"
             )
         if season_raw not in season_values:
             season_values.append(season_raw)
-        band_keys[(season_raw, int(float(days_raw)))] = i
+        key = (season_raw, parse_deltadays(days_raw))
+        if key in band_keys:
+            raise TileError(
+                f"repeated NetCDF coordinates: expected each (season, deltadays) once, found "
+                f"season {season_raw!r} at {key[1]} days twice"
+            )
+        band_keys[key] = i
     if len(season_values) != len(bands.GSSIC_NC_SEASONS):
         raise TileError(
             f"unexpected NetCDF seasons: expected {len(bands.GSSIC_NC_SEASONS)} "
@@ -440,7 +526,7 @@ def decode_gssic_netcdf(dataset: DatasetReader, max_values: int) -> Tile:
                     f"deltadays {sorted({d for _, d in lookup})}"
                 )
             wanted.append(lookup[(season, days)])
-    dtype = np.dtype(dataset.dtypes[0])
+    dtype = band_dtype(dataset, tuple(wanted), "gssic")
     raw = read_all(dataset, wanted)  # (8, H, W)
     if dtype.kind == "f" and np.nanmax(raw, initial=0.0) > 1.5:
         raw = raw / 100.0  # float coherence x 100
@@ -460,24 +546,42 @@ def decode_gssic_netcdf(dataset: DatasetReader, max_values: int) -> Tile:
 
 def check_values(tile: Tile) -> None:
     """Reject all-nodata tiles, infinities and values outside the modality's physical range."""
-    array = tile.array
+    problem = value_problem(tile.array, tile.modality)
+    if problem is not None:
+        raise TileError(problem)
+
+
+def value_problem(array: np.ndarray, modality: str) -> str | None:
+    """Why decoded values cannot be a tile of ``modality``, or None when they can.
+
+    The one rule for uploaded tiles, scene windows and mosaic windows: not all nodata, no
+    infinities, values in the modality's physical range, and S1GRD in dB rather than linear
+    power or amplitude.
+
+    Args:
+        array: ``(C, H, W)`` model channels, NaN for nodata.
+        modality: ``"s1grd"`` or ``"gssic"``.
+
+    Returns:
+        A message naming what was expected and what was found, or None.
+    """
     flat = array.reshape(-1)
     # NaN-ignoring extremes in one pass each; NaN only when every value is NaN.
     low, high = np.fmin.reduce(flat), np.fmax.reduce(flat)
     if np.isnan(low):
-        raise TileError(
-            f"all pixels are nodata: expected at least some valid {tile.modality} values, "
+        return (
+            f"all pixels are nodata: expected at least some valid {modality} values, "
             "found only 0 / NaN"
         )
     if np.isinf(low) or np.isinf(high):
-        raise TileError(
+        return (
             "non-finite values: expected finite values or NaN for nodata, "
             f"found {int(np.isinf(array).sum())} infinite values"
         )
-    if tile.modality == "s1grd":
+    if modality == "s1grd":
         low_db, high_db = DB_VALID_RANGE
         if low < low_db or high > high_db:
-            raise TileError(
+            return (
                 f"sigma0 out of range: expected dB values within [{low_db:g}, {high_db:g}], "
                 f"found [{low:.4g}, {high:.4g}]"
             )
@@ -485,12 +589,13 @@ def check_values(tile: Tile) -> None:
         n_vv = np.count_nonzero(~np.isnan(vv))
         share = np.count_nonzero(vv >= 0.0) / n_vv if n_vv else 0.0  # NaN compares False
         if share > 0.95:
-            raise TileError(
+            return (
                 "sigma0 does not look like dB: expected mostly negative VV values, found "
                 f"{share:.0%} non-negative (linear power? convert with 10*log10)"
             )
     elif low < 0.0 or high > 1.0 + 1e-6:
-        raise TileError(
+        return (
             "coherence out of range: expected values in [0, 1] (or uint8 x 100), found "
             f"[{low:.4g}, {high:.4g}]"
         )
+    return None

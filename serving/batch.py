@@ -10,9 +10,10 @@ order, and hands the units to an engine:
 - ``serving.batch_ray.RayEngine``: the same unit functions in a Ray Data actor pool.
 
 Either way a unit goes through :meth:`UnitDecoder.decode` and :func:`predict_unit`, which do
-what the service does with an upload (``read_tile``, NetCDF in a child process, the bundle's
-resampling, :meth:`ServedModel.predict_batch`), so a tile gets the service's numbers and both
-engines form identical batches. Results are appended to a part-file store as they come
+what the service does with an upload (:func:`serving.decoding.jobs.prepare_tile`, NetCDF in a
+child process, the bundle's resampling, the tile checks on every mosaic window,
+:meth:`ServedModel.predict_batch`), so a tile gets the service's numbers and both engines form
+identical batches. Results are appended to a part-file store as they come
 (:mod:`serving.batch_outputs`); the map, table and summary are rebuilt from it at the end.
 Unreadable tiles are recorded and skipped, never fatal.
 """
@@ -34,8 +35,9 @@ from tqdm import tqdm
 
 from sarveg.bundle import Bundle
 from sarveg.errors import TileError
-from sarveg.scene import MIN_VALID_FRACTION, SceneTile, open_scene
-from sarveg.tiles import Tile, read_tile, sniff_format
+from sarveg.resample import resample_array
+from sarveg.scene import SceneTile, open_scene
+from sarveg.tiles import sniff_format
 from serving.batch_inputs import BatchInput, TileSource
 from serving.batch_outputs import (
     BOUNDS_COLUMNS,
@@ -45,9 +47,10 @@ from serving.batch_outputs import (
     finalise,
     prepare_out_dir,
 )
+from serving.decoding import DecodeLimits, DecoderPool, ModelSpec, PreparedTile
+from serving.decoding.jobs import prepare_tile
 from serving.model import ServedModel
 from serving.runtime import OnnxModel, usable_cores
-from serving.sandbox import IsolatedDecoder
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -114,7 +117,9 @@ class DecodedUnit:
     """A unit after decoding: what happened to each source and the stacked model inputs."""
 
     sources: list[TileSource]
-    status: list[str]  # per source: "ok", "empty" (mosaic window under the valid share), "failed"
+    status: list[
+        str
+    ]  # per source: "ok", "empty" (mosaic window skipped, reason in error), "failed"
     error: list[str]
     bounds: list[tuple[float, float, float, float]]
     crs: list[str]
@@ -133,8 +138,8 @@ class _Slot:
 class UnitDecoder:
     """Decodes units of tile sources into model inputs, as the service decodes uploads.
 
-    GeoTIFFs are read in the calling thread; NetCDF files in a child process per thread
-    (:class:`serving.sandbox.IsolatedDecoder`), because a damaged one can crash GDAL.
+    GeoTIFFs are read in the calling thread; NetCDF files in a decoding child per thread
+    (:class:`serving.decoding.DecoderPool`), because a damaged one can crash GDAL.
     Thread-safe.
     """
 
@@ -142,14 +147,17 @@ class UnitDecoder:
         self.model = model
         self.modality = model.manifest.modality
         self.tile_px = model.manifest.source_tile_px
+        self.specs = {self.modality: ModelSpec(model.manifest.input_size, self.tile_px)}
+        self.limits = DecodeLimits.from_env()
         self._local = threading.local()
-        self._sandboxes: list[IsolatedDecoder] = []
+        self._sandboxes: list[DecoderPool] = []
         self._lock = threading.Lock()
 
-    def _sandbox(self) -> IsolatedDecoder:
+    def _sandbox(self) -> DecoderPool:
         sandbox = getattr(self._local, "sandbox", None)
         if sandbox is None:
-            sandbox = self._local.sandbox = IsolatedDecoder()
+            limits = DecodeLimits(**{**vars(self.limits), "workers": 1})
+            sandbox = self._local.sandbox = DecoderPool(limits)
             with self._lock:
                 self._sandboxes.append(sandbox)
         return sandbox
@@ -161,14 +169,14 @@ class UnitDecoder:
         for sandbox in sandboxes:
             sandbox.close()
 
-    def read_file(self, path: str) -> Tile:
+    def read_file(self, path: str) -> PreparedTile:
         """Decode one tile file (the service's rule: NetCDF by content goes to the child)."""
         with open(path, "rb") as handle:
-            head = handle.read(8)
-            if sniff_format(head) == "netcdf":
-                handle.seek(0)
-                return self._sandbox().read_tile(handle.read(), self.modality)
-        return read_tile(path, modality=self.modality)
+            data = handle.read()
+        max_pixels = self.limits.tile_max_pixels
+        if sniff_format(data[:8]) == "netcdf":
+            return self._sandbox().prepare_tile(data, self.modality, self.specs, max_pixels)
+        return prepare_tile(data, self.modality, self.specs, max_pixels)
 
     def decode(self, sources: Sequence[TileSource]) -> DecodedUnit:
         """Decode and resample a unit; a tile that fails is recorded, never raised."""
@@ -190,10 +198,10 @@ class UnitDecoder:
             array=array,
         )
 
-    def _accept(self, slot: _Slot, tile: Tile) -> None:
+    def _accept(self, slot: _Slot, tile: PreparedTile) -> None:
         slot.bounds = tile.bounds
-        slot.crs = tile.crs.to_string() if tile.crs is not None else ""
-        slot.prepared = self.model.prepare(tile)  # (C, S, S)
+        slot.crs = tile.crs
+        slot.prepared = tile.array  # (C, S, S)
         slot.status = "ok"
 
     def _decode_windows(self, sources: Sequence[TileSource], slots: list[_Slot]) -> None:
@@ -210,11 +218,15 @@ class UnitDecoder:
                     slot.error = str(error)
 
     def _accept_window(self, slot: _Slot, window: SceneTile) -> None:
-        if window.valid_fraction >= MIN_VALID_FRACTION:
-            self._accept(slot, window.tile)
-        else:  # skipped like the service skips it in a scene
-            slot.bounds = window.tile.bounds
+        tile = window.tile
+        slot.bounds = tile.bounds
+        if window.problem is not None:  # skipped like the service skips it in a scene
             slot.status = "empty"
+            slot.error = window.problem
+            return
+        slot.crs = tile.crs.to_string() if tile.crs is not None else ""
+        slot.prepared = resample_array(tile.array, self.model.manifest.input_size)  # (C, S, S)
+        slot.status = "ok"
 
 
 def _guard(slot: _Slot, read: Callable[[], T], accept: Callable[[_Slot, T], None]) -> None:

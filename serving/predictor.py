@@ -1,9 +1,10 @@
 """The predictor: bundles in, tile and scene answers out. Plain Python, no BentoML.
 
 ``Predictor`` owns one :class:`~serving.model.ServedModel` per modality. It decodes uploads
-with :func:`sarveg.read_tile` (the file is recognised by its content, never by a declared
-content type), picks the bundle by the tile's modality, and answers tiles, scenes, scene maps
-and the model card. The HTTP service wraps it; batch scripts and tests can use it directly.
+through a :mod:`serving.decoding` decoder (child processes with resource limits by default; the
+file is recognised by its content, never by a declared content type), picks the bundle by the
+tile's modality, and answers tiles, scenes, scene maps and the model card. The HTTP service
+wraps it; batch scripts and tests can use it directly.
 
 Bundles are found from ``SARVEG_MODELS``: an ``os.pathsep``-separated list of bundle
 directories or of folders holding bundle directories (default: ``models/`` of the repository).
@@ -22,12 +23,12 @@ import onnxruntime as ort
 import sarveg
 from sarveg.bundle import MANIFEST_FILE, MODEL_FILE, Bundle, BundleError, load_bundle
 from sarveg.errors import TileError
-from sarveg.tiles import Tile, check_modality, read_tile, sniff_format
+from sarveg.tiles import check_modality
+from serving.decoding import DecodeLimits, ModelSpec, PreparedTile, make_decoder
 from serving.model import ServedModel
 from serving.runtime import OnnxModel, choose_providers
-from serving.sandbox import IsolatedDecoder
-from serving.scenes import run_scene, scene_modality, summarise_scene, write_scene_map
-from serving.schemas import BundleCard, ModelCard, ScenePrediction, TilePrediction
+from serving.scenes import SceneRun, run_scene, summarise_scene, write_scene_map
+from serving.schemas import BundleCard, ModelCard, ScenePrediction, ServiceLimits, TilePrediction
 
 logger = logging.getLogger(__name__)
 
@@ -75,8 +76,9 @@ class Predictor:
         providers: ONNX Runtime providers to ask for (default: CUDA if usable, else CPU).
         intra_op_threads: threads per session (default: the usable cores).
         max_batch_size: most tiles per model call.
-        isolate_netcdf: decode NetCDF uploads in a child process (:mod:`serving.sandbox`), so
-            a file that crashes the native decoder cannot take this process down.
+        limits: pixel budgets and decoding limits (default: from the environment,
+            :class:`serving.decoding.DecodeLimits`); ``limits.sandbox`` decodes in child
+            processes, so a file that crashes, spins or bloats the decoder costs a child only.
     """
 
     def __init__(
@@ -86,12 +88,12 @@ class Predictor:
         providers: list[str] | None = None,
         intra_op_threads: int | None = None,
         max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
-        isolate_netcdf: bool = True,
+        limits: DecodeLimits | None = None,
     ) -> None:
         if not bundles:
             raise BundleError("expected at least one bundle, found none")
         self.max_batch_size = max_batch_size
-        self.netcdf_decoder = IsolatedDecoder() if isolate_netcdf else None
+        self.limits = limits if limits is not None else DecodeLimits.from_env()
         self.models: dict[str, ServedModel] = {}
         requested = providers or choose_providers()
         for bundle in bundles:
@@ -114,6 +116,11 @@ class Predictor:
                 onnx_model.provider,
                 onnx_model.intra_op_threads,
             )
+        self.specs = {
+            modality: ModelSpec(model.manifest.input_size, model.manifest.source_tile_px)
+            for modality, model in self.models.items()
+        }
+        self.decoder = make_decoder(self.limits)
 
     @classmethod
     def from_paths(
@@ -123,7 +130,7 @@ class Predictor:
         providers: list[str] | None = None,
         intra_op_threads: int | None = None,
         max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
-        isolate_netcdf: bool = True,
+        limits: DecodeLimits | None = None,
     ) -> Predictor:
         """Load every bundle named by ``spec`` (see :func:`find_bundle_dirs`)."""
         return cls(
@@ -131,13 +138,12 @@ class Predictor:
             providers=providers,
             intra_op_threads=intra_op_threads,
             max_batch_size=max_batch_size,
-            isolate_netcdf=isolate_netcdf,
+            limits=limits,
         )
 
     def close(self) -> None:
-        """Stop the NetCDF decoding child process, if any."""
-        if self.netcdf_decoder is not None:
-            self.netcdf_decoder.close()
+        """Stop the decoding child processes, if any."""
+        self.decoder.close()
 
     def model_for(self, modality: str) -> ServedModel:
         """Return the bundle for ``modality``; a ``TileError`` names what this server serves."""
@@ -149,12 +155,11 @@ class Predictor:
             )
         return self.models[modality]
 
-    def decode(self, data: bytes, modality: str | None = None) -> tuple[ServedModel, Tile]:
-        """Decode an uploaded tile and pick its bundle.
+    def decode(self, data: bytes, modality: str | None = None) -> tuple[ServedModel, PreparedTile]:
+        """Decode an uploaded tile, resample it to its bundle's input and pick the bundle.
 
         Args:
-            data: the file's bytes (GeoTIFF or sartiles NetCDF, recognised by content; NetCDF
-                is decoded in the isolated child process unless disabled).
+            data: the file's bytes (GeoTIFF or sartiles NetCDF, recognised by content).
             modality: insist on ``"s1grd"`` or ``"gssic"``; None infers it from the bands.
 
         Raises:
@@ -162,16 +167,15 @@ class Predictor:
         """
         if modality is not None:
             self.model_for(modality)  # an unknown or unserved modality fails before decoding
-        if self.netcdf_decoder is not None and sniff_format(data[:8]) == "netcdf":
-            tile = self.netcdf_decoder.read_tile(data, modality)
-        else:
-            tile = read_tile(data, modality=modality)
-        return self.model_for(tile.modality), tile
+        prepared = self.decoder.prepare_tile(
+            data, modality, self.specs, self.limits.tile_max_pixels
+        )
+        return self.model_for(prepared.modality), prepared
 
     def prepare(self, data: bytes, modality: str | None = None) -> tuple[ServedModel, np.ndarray]:
         """Decode and resample an upload: its bundle and a ``(C, S, S)`` model input."""
-        model, tile = self.decode(data, modality)
-        return model, model.prepare(tile)
+        model, prepared = self.decode(data, modality)
+        return model, prepared.array
 
     def predict(
         self, data: bytes, modality: str | None = None, include_embedding: bool = False
@@ -181,21 +185,26 @@ class Predictor:
         outcome = model.predict_batch(array[None])[0]
         return model.tile_prediction(outcome, include_embedding)
 
-    def _scene_model(self, data: bytes, modality: str | None) -> ServedModel:
-        return self.model_for(modality if modality is not None else scene_modality(data))
-
     def predict_scene(self, data: bytes, modality: str | None = None) -> ScenePrediction:
-        """Answer a scene: its summary and every tile with its bounds."""
-        model = self._scene_model(data, modality)
-        run = run_scene(model, data, modality, self.max_batch_size)
+        """Answer a scene: its summary, every predicted window and every skipped one."""
+        model, run = self._run_scene(data, modality)
         return summarise_scene(model, run)
 
     def predict_scene_map(self, data: bytes, modality: str | None = None) -> bytes:
         """Answer a scene as a GeoTIFF map (bands vegetation_pct, ood_p_value, unreliable)."""
-        model = self._scene_model(data, modality)
-        return write_scene_map(model, run_scene(model, data, modality, self.max_batch_size))
+        return write_scene_map(*self._run_scene(data, modality))
 
-    def model_card(self, max_upload_mb: float, notes: Sequence[str] = ()) -> ModelCard:
+    def _run_scene(self, data: bytes, modality: str | None) -> tuple[ServedModel, SceneRun]:
+        if modality is not None:
+            self.model_for(modality)
+        limits = self.limits
+        with self.decoder.open_scene(
+            data, modality, self.specs, limits.scene_max_pixels, limits.scene_max_windows
+        ) as stream:
+            model = self.model_for(stream.header.modality)
+            return model, run_scene(model, stream, self.max_batch_size)
+
+    def model_card(self, notes: Sequence[str] = ()) -> ModelCard:
         """Describe the loaded bundles, the runtime and the limits."""
         cards = []
         for model in self.models.values():
@@ -224,7 +233,7 @@ class Predictor:
             providers_available=ort.get_available_providers(),
             intra_op_threads=first.onnx.intra_op_threads,
             max_batch_size=self.max_batch_size,
-            max_upload_mb=max_upload_mb,
+            limits=ServiceLimits.from_limits(self.limits),
             sarveg_version=sarveg.__version__,
             notes=list(notes),
         )

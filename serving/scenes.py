@@ -1,14 +1,16 @@
 """Scenes: tiled inference over a GeoTIFF larger than a tile, its summary and its map.
 
 The scene is cut into windows of the bundle's ``source_tile_px`` scene pixels starting at the
-top-left corner (:mod:`sarveg.scene`); windows under 25 % valid are skipped. Each window is
-resampled and predicted like an uploaded tile, in batches. The map has one pixel per window, so
-its transform is the scene's transform scaled by the window size and it overlays the scene.
+top-left corner and read window by window by the decoder (:mod:`serving.decoding`), in a child
+process. Every window gets the checks an uploaded tile gets; windows that fail them (under 25 %
+valid, linear power, dB out of range, infinities) are skipped and reported with their reason.
+The others are resampled and predicted like uploaded tiles, in batches. The map has one pixel
+per window, so its transform is the scene's transform scaled by the window size.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections import Counter
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,8 +21,8 @@ from rasterio.io import DatasetWriter, MemoryFile
 from sarveg.bundle import BundleManifest
 from sarveg.errors import TileError
 from sarveg.ood import SetOOD
-from sarveg.scene import MIN_VALID_FRACTION, SceneTile, open_scene
-from sarveg.tiles import identify_layout, open_raster, sniff_format
+from serving.decoding import Window
+from serving.decoding.pool import SceneStream
 from serving.model import ServedModel, TileOutcome
 from serving.schemas import (
     SceneGrid,
@@ -28,110 +30,90 @@ from serving.schemas import (
     ScenePrediction,
     SceneSummary,
     SceneTileResult,
+    SkippedTile,
     VegetationStats,
 )
 
-# Windows per scene request (a 128 x 128 grid): bounds the time and the size of the JSON answer;
-# larger mosaics belong to the batch command, which streams.
-MAX_SCENE_TILES = 16_384
 MAP_BANDS: tuple[str, ...] = ("vegetation_pct", "ood_p_value", "unreliable")
 QUANTILES: tuple[int, ...] = (10, 25, 50, 75, 90)
-
-
-def require_geotiff(data: bytes) -> None:
-    """Refuse anything but TIFF data by its magic bytes, before any decoder opens it.
-
-    NetCDF is refused unopened: its native decoder can crash on a damaged file
-    (:mod:`serving.sandbox`), and scenes are GeoTIFF only.
-    """
-    if sniff_format(data[:8]) != "tiff":
-        raise TileError("scene must be a GeoTIFF: expected TIFF data, found NetCDF")
-
-
-def scene_modality(data: bytes) -> str:
-    """Return the modality of a scene's bands, reading only its header."""
-    require_geotiff(data)
-    with open_raster(data) as (dataset, _):
-        return identify_layout(dataset).modality
-
-
-@dataclass(frozen=True)
-class PlacedTile:
-    """Where a predicted window sits: grid cell, footprint and valid share."""
-
-    row: int
-    col: int
-    bounds: tuple[float, float, float, float]  # (left, bottom, right, top), scene CRS
-    valid_fraction: float
+NO_MODEL_OUTPUT = (
+    "the model could not score this window: expected finite model outputs, found NaN or infinity"
+)
 
 
 @dataclass(frozen=True, eq=False)
 class SceneRun:
-    """A scene after inference: where each predicted tile sits and what the model said."""
+    """A scene after inference: where each window sits and what the model said."""
 
-    tiles: list[PlacedTile]
+    tiles: list[Window]
     outcomes: list[TileOutcome]
+    skipped: list[Window]
     set_ood: SetOOD
     grid_shape: tuple[int, int]
     grid_transform: Affine
-    crs: CRS | None
+    crs: str
     tile_px: int
 
 
-def _batches(tiles: Iterator[SceneTile], size: int) -> Iterator[list[SceneTile]]:
-    batch: list[SceneTile] = []
-    for tile in tiles:
-        batch.append(tile)
-        if len(batch) == size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
+def reason_kind(reason: str) -> str:
+    """The short kind of a skip reason (its words before the first colon)."""
+    return reason.split(":", 1)[0]
 
 
-def run_scene(model: ServedModel, data: bytes, modality: str | None, batch_size: int) -> SceneRun:
-    """Predict every usable window of a scene.
+def run_scene(model: ServedModel, stream: SceneStream, batch_size: int) -> SceneRun:
+    """Predict every usable window of an open scene.
 
     Args:
         model: the bundle for the scene's modality.
-        data: the scene GeoTIFF's bytes.
-        modality: insist on a modality (None: from the bands).
+        stream: the scene, open in a decoder.
         batch_size: windows per model call.
 
     Raises:
-        TileError: unreadable scene, or no window with enough valid pixels.
+        TileError: no window could be predicted (the reasons are counted in the message).
     """
-    require_geotiff(data)
-    tile_px = model.manifest.source_tile_px
-    kept: list[PlacedTile] = []
+    header = stream.header
+    kept: list[Window] = []
     outcomes: list[TileOutcome] = []
-    with open_scene(data, tile_px, modality=modality) as scene:
-        rows, cols = scene.grid_shape
-        if rows * cols > MAX_SCENE_TILES:
-            raise TileError(
-                f"scene too large for one request: expected at most {MAX_SCENE_TILES:,} windows "
-                f"of {tile_px} px, found a {rows} x {cols} grid (use batch inference for mosaics)"
-            )
-        for batch in _batches(scene.iter_tiles(), batch_size):
-            prepared = np.stack([model.prepare(t.tile) for t in batch])  # (B, C, S, S)
-            outcomes.extend(model.predict_batch(prepared))
-            # Keep only where each window sits: its pixels are dropped batch by batch.
-            kept.extend(PlacedTile(t.row, t.col, t.tile.bounds, t.valid_fraction) for t in batch)
-        if not kept:
-            raise TileError(
-                f"no usable tile in the scene: expected windows of {tile_px} px with at least "
-                f"{MIN_VALID_FRACTION:.0%} valid pixels, found none in a {rows} x {cols} grid"
-            )
-        embedding = np.stack([o.embedding for o in outcomes])  # (N, D)
-        return SceneRun(
-            tiles=kept,
-            outcomes=outcomes,
-            set_ood=model.score_set(embedding),
-            grid_shape=scene.grid_shape,
-            grid_transform=scene.grid_transform,
-            crs=scene.crs,
-            tile_px=tile_px,
+    skipped: list[Window] = []
+    while (batch := stream.next_batch(batch_size)) is not None:
+        skipped.extend(batch.skipped)
+        if not batch.windows:
+            continue
+        for window, outcome in zip(
+            batch.windows, model.predict_batch(batch.array), strict=True
+        ):  # (B, C, S, S) in
+            if outcome is None:
+                skipped.append(
+                    Window(
+                        window.row,
+                        window.col,
+                        window.bounds,
+                        window.valid_fraction,
+                        NO_MODEL_OUTPUT,
+                    )
+                )
+            else:
+                kept.append(window)
+                outcomes.append(outcome)
+    rows, cols = header.grid_shape
+    if not kept:
+        counts = Counter(reason_kind(w.reason or "") for w in skipped)
+        found = ", ".join(f"{n} {kind}" for kind, n in counts.most_common()) or "no windows"
+        raise TileError(
+            f"no usable tile in the scene: expected windows of {header.tile_px} px that pass the "
+            f"tile checks, found none in a {rows} x {cols} grid ({found})"
         )
+    embedding = np.stack([o.embedding for o in outcomes])  # (N, D)
+    return SceneRun(
+        tiles=kept,
+        outcomes=outcomes,
+        skipped=sorted(skipped, key=lambda w: (w.row, w.col)),
+        set_ood=model.score_set(embedding),
+        grid_shape=header.grid_shape,
+        grid_transform=Affine(*header.grid_transform),
+        crs=header.crs,
+        tile_px=header.tile_px,
+    )
 
 
 def summarise_scene(model: ServedModel, run: SceneRun) -> ScenePrediction:
@@ -148,6 +130,8 @@ def summarise_scene(model: ServedModel, run: SceneRun) -> ScenePrediction:
             **{f"p{q}": float(v) for q, v in zip(QUANTILES, quantiles, strict=True)},
         ),
         unreliable_tile_share=float(unreliable.mean()),
+        skipped_tile_count=len(run.skipped),
+        skipped_by_reason=dict(Counter(reason_kind(w.reason or "") for w in run.skipped)),
         ood=SceneOODResult(
             swd_by_region=set_ood.swd_by_region,
             nearest_region=set_ood.nearest_region,
@@ -159,7 +143,7 @@ def summarise_scene(model: ServedModel, run: SceneRun) -> ScenePrediction:
             rows=rows,
             cols=cols,
             tile_px=run.tile_px,
-            crs=_crs_text(run.crs),
+            crs=run.crs or None,
             transform=tuple(run.grid_transform)[:6],
         ),
     )
@@ -175,14 +159,17 @@ def summarise_scene(model: ServedModel, run: SceneRun) -> ScenePrediction:
         )
         for t, o in zip(run.tiles, run.outcomes, strict=True)
     ]
-    return ScenePrediction(summary=summary, model=model.ref, tiles=tiles)
-
-
-def _crs_text(crs: CRS | None) -> str | None:
-    if crs is None:
-        return None
-    epsg = crs.to_epsg()
-    return f"EPSG:{epsg}" if epsg is not None else crs.to_wkt()
+    skipped = [
+        SkippedTile(
+            row=w.row,
+            col=w.col,
+            bounds=w.bounds,
+            valid_fraction=w.valid_fraction,
+            reason=w.reason or "",
+        )
+        for w in run.skipped
+    ]
+    return ScenePrediction(summary=summary, model=model.ref, tiles=tiles, skipped=skipped)
 
 
 def write_scene_map(model: ServedModel, run: SceneRun) -> bytes:
@@ -210,8 +197,8 @@ def write_scene_map(model: ServedModel, run: SceneRun) -> bytes:
         "transform": run.grid_transform,
         "compress": "deflate",
     }
-    if run.crs is not None:
-        profile["crs"] = run.crs
+    if run.crs:
+        profile["crs"] = CRS.from_user_input(run.crs)
     manifest = model.manifest
     with MemoryFile() as memfile:
         with memfile.open(**profile) as dst:

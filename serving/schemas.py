@@ -6,9 +6,14 @@ the mean tree cover of a tile in percent (0..100); SWD values are in embedding u
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer
 
 from sarveg.bundle import Architecture, OODCalibration, Provenance, RegionMetrics
+
+if TYPE_CHECKING:
+    from serving.decoding import DecodeLimits
 
 
 class _Response(BaseModel):
@@ -129,19 +134,70 @@ class SceneGrid(_Response):
 class SceneSummary(_Response):
     """Summary of a scene."""
 
-    tile_count: int = Field(description="Tiles predicted (tiles under 25 % valid are skipped).")
+    tile_count: int = Field(description="Windows predicted.")
     vegetation_pct: VegetationStats
     unreliable_tile_share: float = Field(description="Share of tiles flagged unreliable.")
+    skipped_tile_count: int = Field(
+        description="Windows skipped: under 25 % valid, or failing the tile value checks."
+    )
+    skipped_by_reason: dict[str, int] = Field(
+        description="Skipped windows counted by the kind of reason (e.g. 'too little valid "
+        "data', 'sigma0 does not look like dB')."
+    )
     ood: SceneOODResult
     grid: SceneGrid
 
 
+class SkippedTile(_Response):
+    """A scene window that was not predicted, and why."""
+
+    row: int
+    col: int
+    bounds: tuple[float, float, float, float] = Field(
+        description="(left, bottom, right, top) in the scene's CRS."
+    )
+    valid_fraction: float
+    reason: str = Field(description="What the window was expected to be and what was found.")
+
+
 class ScenePrediction(_Response):
-    """Result for a scene: the summary and every tile."""
+    """Result for a scene: the summary, every predicted window and every skipped one."""
 
     summary: SceneSummary
     model: ModelRef
     tiles: list[SceneTileResult]
+    skipped: list[SkippedTile]
+
+
+class ServiceLimits(_Response):
+    """What one upload may cost the server (set by the SARVEG_* environment variables)."""
+
+    tile_max_upload_mb: float = Field(description="Body cap of /predict, MiB (413 above).")
+    scene_max_upload_mb: float = Field(description="Body cap of the scene routes, MiB.")
+    tile_max_pixels: int = Field(description="Height x width a tile header may declare.")
+    scene_max_pixels: int = Field(description="Height x width a scene header may declare.")
+    scene_max_windows: int = Field(description="Windows in one scene request's grid.")
+    decode_workers: int = Field(description="Decoding child processes (concurrent decodes).")
+    decode_memory_mb: int = Field(description="Address space a decoding child may add, MiB.")
+    decode_cpu_s: float = Field(description="CPU seconds per decoding request.")
+    decode_timeout_s: float = Field(description="Wall seconds per decoding request.")
+    sandbox: bool = Field(description="Uploads are decoded in limited child processes.")
+
+    @classmethod
+    def from_limits(cls, limits: DecodeLimits) -> ServiceLimits:
+        """The model card's view of :class:`serving.decoding.DecodeLimits`."""
+        return cls(
+            tile_max_upload_mb=limits.tile_max_upload_bytes / 2**20,
+            scene_max_upload_mb=limits.scene_max_upload_bytes / 2**20,
+            tile_max_pixels=limits.tile_max_pixels,
+            scene_max_pixels=limits.scene_max_pixels,
+            scene_max_windows=limits.scene_max_windows,
+            decode_workers=limits.workers,
+            decode_memory_mb=limits.memory_mb,
+            decode_cpu_s=limits.cpu_s,
+            decode_timeout_s=limits.timeout_s,
+            sandbox=limits.sandbox,
+        )
 
 
 class BundleCard(_Response):
@@ -173,7 +229,7 @@ class ModelCard(_Response):
     providers_available: list[str]
     intra_op_threads: int
     max_batch_size: int
-    max_upload_mb: float
+    limits: ServiceLimits
     sarveg_version: str
     notes: list[str]
 

@@ -1,9 +1,10 @@
 """The BentoML service: a thin HTTP layer over :class:`serving.predictor.Predictor`.
 
 Start it with ``bentoml serve serving.service:SarVeg --port 3000`` (``make serve``). Bundles come
-from ``SARVEG_MODELS`` (default ``models/``), the upload cap from ``SARVEG_MAX_UPLOAD_MB``
-(default 256), the largest model batch from ``SARVEG_MAX_BATCH_SIZE`` (default 32), the number of
-server processes from ``SARVEG_WORKERS`` (default 1: one process batches every request).
+from ``SARVEG_MODELS`` (default ``models/``), the largest model batch from
+``SARVEG_MAX_BATCH_SIZE`` (default 32), the number of server processes from ``SARVEG_WORKERS``
+(default 1: one process batches every request); upload caps, pixel budgets and decoding limits
+from the variables of :mod:`serving.decoding.limits`.
 
 Endpoints (all answer JSON except the scene map):
 
@@ -15,8 +16,10 @@ Endpoints (all answer JSON except the scene map):
 - BentoML's ``/readyz``, ``/livez``, ``/metrics``, ``/docs.json`` and the Swagger UI at ``/``.
 
 Uploads reach the endpoints through :class:`serving.uploads.UploadGuard` (multipart field
-``tile`` or a raw body, the size cap, the options); the parameters declared below are the public
-contract shown in OpenAPI. Tiles from concurrent ``/predict`` requests share model calls through
+``tile`` or a raw body, the per-route size cap, the options); the parameters declared below are
+the public contract shown in OpenAPI. Every upload is untrusted: it is decoded in a child process
+with memory, CPU and time limits (:mod:`serving.decoding`), at most one per child at a time.
+Tiles from concurrent ``/predict`` requests share model calls through
 :class:`serving.batcher.MicroBatcher`. Bad input is answered 4xx with ``{"error": "..."}``;
 anything else is a server fault and keeps BentoML's 500 and traceback.
 """
@@ -38,16 +41,11 @@ from starlette.responses import JSONResponse, Response
 
 from sarveg.errors import TileError
 from serving.batcher import MicroBatcher
+from serving.decoding import DecodeLimits
 from serving.model import ServedModel, TileOutcome
 from serving.predictor import DEFAULT_MAX_BATCH_SIZE, Predictor
 from serving.schemas import ModelCard, ScenePrediction, TilePrediction
-from serving.uploads import (
-    Upload,
-    UploadGuard,
-    error_response,
-    max_upload_bytes,
-    stashed_upload,
-)
+from serving.uploads import Upload, UploadGuard, error_response, stashed_upload
 
 # BentoML's logging config leaves other loggers at WARNING: show model loading and refusals.
 logging.getLogger("serving").setLevel(logging.INFO)
@@ -114,19 +112,15 @@ def _batch_size_histogram() -> Any:
     )
 
 
-def _upload(ctx: bentoml.Context, tile: Path | None, **options: object) -> Upload:
-    """Return the request's upload: stashed by the guard, or given as arguments in-process."""
+def _upload(ctx: bentoml.Context) -> Upload:
+    """Return the upload the guard stashed; never a path (a request must not name a file)."""
     upload = stashed_upload(ctx.request.scope)
-    if upload is not None:
-        return upload
-    if tile is None:
-        raise TileError("missing field 'tile': expected a GeoTIFF or NetCDF file")
-    modality = options.get("modality")
-    return Upload(
-        data=Path(tile).read_bytes(),
-        modality=str(modality) if modality is not None else None,
-        include_embedding=bool(options.get("include_embedding", False)),
-    )
+    if upload is None:
+        raise TileError(
+            "upload not received: expected the file in the multipart field 'tile' or as the raw "
+            "body of a POST to an upload route, found a request the upload layer did not see"
+        )
+    return upload
 
 
 def _client_error(ctx: bentoml.Context, error: TileError) -> JSONResponse:
@@ -141,10 +135,13 @@ class SarVeg:
     """Vegetation percentage and a calibrated OOD flag for Sentinel-1 tiles and scenes."""
 
     def __init__(self) -> None:
-        self.max_upload_mb = max_upload_bytes() / 1024 / 1024
+        limits = DecodeLimits.from_env()
         self.predictor = Predictor.from_paths(
-            max_batch_size=_positive_env(MAX_BATCH_ENV, DEFAULT_MAX_BATCH_SIZE)
+            max_batch_size=_positive_env(MAX_BATCH_ENV, DEFAULT_MAX_BATCH_SIZE), limits=limits
         )
+        # Threads waiting on a decoding child would only queue inside the pool: keep them to
+        # one per child, and let the rest wait as cheap coroutines.
+        self.decode_limiter = anyio.CapacityLimiter(limits.workers)
         batch_sizes = _batch_size_histogram()
         self.batchers: dict[str, MicroBatcher[TileOutcome | None]] = {}
         for modality, model in self.predictor.models.items():
@@ -159,8 +156,6 @@ class SarVeg:
                 run_batch, self.predictor.max_batch_size, modality
             )
         self.scene_limiter = anyio.CapacityLimiter(SCENE_CONCURRENCY)
-        if self.predictor.netcdf_decoder is not None:
-            self.predictor.netcdf_decoder.start()
 
     @bentoml.api(route="/predict")
     async def predict(
@@ -178,9 +173,9 @@ class SarVeg:
         ``include_embedding=true`` adds the embedding.
         """
         try:
-            upload = _upload(ctx, tile, modality=modality, include_embedding=include_embedding)
+            upload = _upload(ctx)
             model, array = await anyio.to_thread.run_sync(
-                self.predictor.prepare, upload.data, upload.modality
+                self.predictor.prepare, upload.data, upload.modality, limiter=self.decode_limiter
             )
             outcome = (await self.batchers[model.manifest.modality].submit(array[None]))[0]
             return model.tile_prediction(outcome, upload.include_embedding)
@@ -201,7 +196,7 @@ class SarVeg:
         with its bounds.
         """
         try:
-            upload = _upload(ctx, tile, modality=modality)
+            upload = _upload(ctx)
             return await anyio.to_thread.run_sync(
                 self.predictor.predict_scene,
                 upload.data,
@@ -224,7 +219,7 @@ class SarVeg:
         (float32, NaN where no tile was predicted).
         """
         try:
-            upload = _upload(ctx, tile, modality=modality)
+            upload = _upload(ctx)
             data = await anyio.to_thread.run_sync(
                 self.predictor.predict_scene_map,
                 upload.data,
@@ -246,14 +241,26 @@ class SarVeg:
         Bands expected, input size, metrics, OOD calibration, the ONNX Runtime provider actually
         used and the service limits.
         """
-        return self.predictor.model_card(self.max_upload_mb, CARD_NOTES)
+        return self.predictor.model_card(CARD_NOTES)
 
     @bentoml.on_shutdown
     async def close(self) -> None:
-        """Stop the batch workers and the NetCDF decoding child."""
+        """Stop the batch workers and the decoding children."""
         for batcher in self.batchers.values():
             await batcher.close()
         self.predictor.close()
 
 
-SarVeg.add_asgi_middleware(UploadGuard, routes=UPLOAD_ROUTES, get_routes=frozenset({"/model_card"}))
+def _upload_caps() -> dict[str, int]:
+    limits = DecodeLimits.from_env()
+    return {
+        route: limits.tile_max_upload_bytes
+        if route == "/predict"
+        else limits.scene_max_upload_bytes
+        for route in UPLOAD_ROUTES
+    }
+
+
+SarVeg.add_asgi_middleware(
+    UploadGuard, routes=UPLOAD_ROUTES, limits=_upload_caps(), get_routes=frozenset({"/model_card"})
+)

@@ -1,7 +1,7 @@
 """The HTTP transport of uploads: size cap, content types, form fields and error answers.
 
 ``UploadGuard`` is an ASGI middleware placed in front of the upload endpoints. It reads the body
-(refusing more than the upload cap with 413 before buffering it), accepts either
+(refusing more than the route's upload cap with 413 before buffering it), accepts either
 ``multipart/form-data`` with the file in the field ``tile`` or the raw file as the body
 (``image/tiff``, ``application/x-netcdf``, ``application/octet-stream``, ...), checks the option
 fields (``modality``, ``include_embedding``; from the form or the query string), and hands the
@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -35,8 +34,6 @@ from sarveg.tiles import check_modality, sniff_format
 
 logger = logging.getLogger(__name__)
 
-MAX_UPLOAD_ENV = "SARVEG_MAX_UPLOAD_MB"
-DEFAULT_MAX_UPLOAD_MB = 256.0
 UPLOAD_SCOPE_KEY = "sarveg.upload"
 FILE_FIELD = "tile"
 RAW_CONTENT_TYPES = frozenset(
@@ -86,18 +83,6 @@ class Upload:
     data: bytes
     modality: str | None = None
     include_embedding: bool = False
-
-
-def max_upload_bytes() -> int:
-    """Return the upload cap in bytes from ``SARVEG_MAX_UPLOAD_MB`` (MiB; default 256)."""
-    raw = os.environ.get(MAX_UPLOAD_ENV, "")
-    try:
-        megabytes = float(raw) if raw.strip() else DEFAULT_MAX_UPLOAD_MB
-    except ValueError:
-        raise ValueError(f"{MAX_UPLOAD_ENV}: expected a number of MiB, found {raw!r}") from None
-    if not megabytes > 0:
-        raise ValueError(f"{MAX_UPLOAD_ENV}: expected a positive number of MiB, found {raw!r}")
-    return int(megabytes * 1024 * 1024)
 
 
 def error_response(message: str, status: int, where: str) -> JSONResponse:
@@ -341,28 +326,32 @@ class UploadGuard:
     Args:
         app: the downstream ASGI app (BentoML's).
         routes: upload route path -> option names it accepts besides ``tile``.
+        limits: upload route path -> its upload cap in bytes.
         get_routes: POST-only routes also answered for GET (no body).
-        limit: upload cap in bytes.
     """
 
     def __init__(
         self,
         app: Any,
         routes: Mapping[str, frozenset[str]],
+        limits: Mapping[str, int],
         get_routes: frozenset[str] = frozenset(),
-        limit: int | None = None,
     ) -> None:
         self.app = app
         self.routes = dict(routes)
+        self.limits = dict(limits)
         self.get_routes = get_routes
-        self.limit = limit if limit is not None else max_upload_bytes()
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         """Handle one ASGI connection scope."""
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        path, method = scope["path"], scope["method"]
+        method = scope["method"]
+        path = scope["path"]
+        root = scope.get("root_path", "")
+        if root and path.startswith(root):  # served under a prefix: routes are relative to it
+            path = path[len(root) :] or "/"
         if method in ("GET", "HEAD") and path in self.get_routes:
             await self.app(_as_json_post(scope), _replay(b"{}", receive), send)
             return
@@ -370,7 +359,7 @@ class UploadGuard:
             await self.app(scope, receive, send)
             return
         try:
-            upload = await parse_upload(scope, receive, self.routes[path], self.limit)
+            upload = await parse_upload(scope, receive, self.routes[path], self.limits[path])
         except ClientGone:
             return
         except UploadError as error:

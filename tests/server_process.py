@@ -25,21 +25,23 @@ def start_server(
     log_path: Path,
     extra_env: dict[str, str] | None = None,
     target: str = "serving.service:SarVeg",
+    cwd: Path = ROOT,
 ) -> subprocess.Popen[bytes]:
     """Start ``bentoml serve TARGET`` on ``models``, logging to ``log_path``.
 
     ``target`` is the service's import path; bench/serve.py also starts its echo service.
+    ``cwd`` is the checkout whose code is served (bench/serve.py serves an older commit too).
     """
     env = os.environ | {
         "SARVEG_MODELS": models,
         "BENTOML_DO_NOT_TRACK": "true",
-        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(cwd), os.environ.get("PYTHONPATH")])),
     }
     bentoml = Path(sys.executable).with_name("bentoml")
     with log_path.open("wb") as log:
         return subprocess.Popen(
             [str(bentoml), "serve", target, "--port", str(port)],
-            cwd=ROOT,
+            cwd=cwd,
             env=env | (extra_env or {}),
             stdout=log,
             stderr=subprocess.STDOUT,

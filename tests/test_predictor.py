@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +19,6 @@ import rasterio
 from affine import Affine
 from rasterio.io import MemoryFile
 
-import serving.scenes
 from sarveg import TileError, bands, read_tile
 from sarveg.bundle import BundleError, load_bundle
 from sarveg.resample import resample_array
@@ -26,6 +26,7 @@ from serving.batcher import MicroBatcher
 from serving.predictor import MODELS_ENV, Predictor, find_bundle_dirs
 from serving.runtime import CPU, ModelOutputs, choose_providers, gpu_present
 from serving.scenes import MAP_BANDS
+from serving.schemas import ServiceLimits
 from tests.bundle_factory import INPUT_SIZE, SOURCE_TILE_PX, build_bundle, region_tiles
 from tests.tile_factory import (
     coherence_x100,
@@ -113,7 +114,7 @@ def crashing_netcdf(path: Path) -> bytes:
 
 def test_netcdf_crash_is_contained(predictor: Predictor, tmp_path: Path) -> None:
     data = crashing_netcdf(tmp_path / "crash.nc")
-    with pytest.raises(TileError, match="found a file that crashed the NetCDF decoder"):
+    with pytest.raises(TileError, match="found a file that crashed the decoder"):
         predictor.predict(data)
     good = write_gssic_netcdf4(tmp_path / "good.nc", coherence_x100()).read_bytes()
     assert predictor.predict(good).model.modality == "gssic"  # a fresh child took over
@@ -238,20 +239,21 @@ def test_scene_errors(
     netcdf = write_gssic_netcdf4(tmp_path / "g.nc", coherence_x100())
     with pytest.raises(TileError, match="scene must be a GeoTIFF: expected TIFF data, found NetC"):
         predictor.predict_scene(netcdf.read_bytes())
-    monkeypatch.setattr(serving.scenes, "MAX_SCENE_TILES", 8)
+    monkeypatch.setattr(predictor, "limits", replace(predictor.limits, scene_max_windows=8))
     big = utm_scene(tmp_path / "big.tif", 72, 72)  # 3 x 3 windows
     with pytest.raises(TileError, match="expected at most 8 windows of 24 px, found a 3 x 3 grid"):
         predictor.predict_scene(big.read_bytes())
 
 
 def test_model_card(predictor: Predictor) -> None:
-    card = predictor.model_card(max_upload_mb=256.0, notes=["n"])
+    card = predictor.model_card(notes=["n"])
     assert {b.modality for b in card.bundles} == {"s1grd", "gssic"}
     s1grd = next(b for b in card.bundles if b.modality == "s1grd")
     assert s1grd.band_names == list(bands.S1GRD_CHANNELS) and s1grd.provider == CPU
     assert s1grd.ood.alpha == 0.05 and s1grd.ood.measured is not None
     assert s1grd.provenance.synthetic and set(s1grd.metrics) >= {"europe", "south_america"}
-    assert card.intra_op_threads == 1 and card.max_upload_mb == 256.0
+    assert card.intra_op_threads == 1 and card.limits == ServiceLimits.from_limits(predictor.limits)
+    assert card.limits.sandbox and card.limits.tile_max_upload_mb < card.limits.scene_max_upload_mb
 
 
 def test_choose_providers() -> None:

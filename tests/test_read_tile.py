@@ -250,11 +250,11 @@ def test_too_large_refused_from_header(tmp_path: Path) -> None:
     ):
         pass
     assert path.stat().st_size < 5_000_000
-    with pytest.raises(TileError, match="too large to decode.*found 16 x 20000 x 20000"):
+    with pytest.raises(TileError, match="tile too large.*found 20000 x 20000"):
         read_tile(path.read_bytes())
     ok = write_geotiff(tmp_path / "a.tif", s1grd_db(), bands.S1GRD_RAW_BANDS)
-    with pytest.raises(TileError, match="expected at most 1,000 values"):
-        read_tile(ok, max_values=1000)
+    with pytest.raises(TileError, match="expected at most 100 pixels"):
+        read_tile(ok, max_pixels=100)
 
 
 def test_infinite_values(tmp_path: Path) -> None:

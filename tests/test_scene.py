@@ -31,8 +31,10 @@ def test_scene_grid_and_transforms(tmp_path: Path) -> None:
         assert edge.valid_fraction == pytest.approx(12 * 2 / 576)
         assert edge.tile.transform.c == pytest.approx(whole.transform.c + 48 * whole.transform.a)
         assert scene.grid_transform.a == pytest.approx(24 * whole.transform.a)
-        kept = list(scene.iter_tiles())  # default keeps tiles at least 25 % valid
-        assert len(kept) == 4 + 2  # full 2x2 block plus the two edge tiles 12 or 2 px short
+        windows = list(scene.iter_tiles())  # default: windows under 25 % valid carry a problem
+        kept = [w for w in windows if w.problem is None]
+        assert len(windows) == 9 and len(kept) == 4 + 2  # 2x2 block plus two edge tiles
+        assert all(w.problem.startswith("too little valid data") for w in windows if w.problem)
 
 
 def test_scene_errors(tmp_path: Path) -> None:
@@ -42,5 +44,5 @@ def test_scene_errors(tmp_path: Path) -> None:
     wrong = pytest.raises(TileError, match="expected a gssic scene, found s1grd")
     with wrong, open_scene(path, tile_px=24, modality="gssic"):
         pass
-    with pytest.raises(TileError, match="scene too large"), open_scene(path, 24, max_values=10):
+    with pytest.raises(TileError, match="scene too large"), open_scene(path, 24, max_pixels=10):
         pass

@@ -8,8 +8,6 @@ import re
 import shutil
 import subprocess
 import sys
-import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -23,7 +21,7 @@ from rasterio.transform import from_bounds
 
 from sarveg import bands
 from tests.bundle_factory import SOURCE_TILE_PX, build_bundles, region_tiles
-from tests.server_process import free_port, start_server, stop_server
+from tests.conftest import SCENE_UPLOAD_CAP_MB, UPLOAD_CAP_MB, Served
 from tests.tile_factory import (
     BOUNDS,
     coherence_x100,
@@ -33,38 +31,12 @@ from tests.tile_factory import (
 )
 
 ROOT = Path(__file__).resolve().parents[1]
-UPLOAD_CAP_MB = 1.0
-STARTUP_SECONDS = 60.0
 
 
 @pytest.fixture(scope="session")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """Start ``bentoml serve`` on the tiny bundles; yield its base URL."""
-    root = tmp_path_factory.mktemp("serve")
-    build_bundles(root / "models")
-    port = free_port()
-    extra_env = {
-        "SARVEG_MAX_UPLOAD_MB": str(UPLOAD_CAP_MB),
-        "BENTOML_HOME": str(root / "bentoml"),
-    }
-    process = start_server(str(root / "models"), port, root / "server.log", extra_env)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + STARTUP_SECONDS
-    try:
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError((root / "server.log").read_text()[-3000:])
-            try:
-                if requests.get(f"{url}/readyz", timeout=1).status_code == 200:
-                    break
-            except (requests.ConnectionError, requests.Timeout):
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError("server not ready: " + (root / "server.log").read_text()[-3000:])
-            time.sleep(0.3)
-        yield url
-    finally:
-        stop_server(process)
+def server(served: Served) -> str:
+    """The base URL of the session's ``bentoml serve`` process."""
+    return served.url
 
 
 @pytest.fixture(scope="session")
@@ -231,7 +203,9 @@ def test_model_card_get_and_post(server: str) -> None:
     assert s1grd["band_names"] == list(bands.S1GRD_CHANNELS)
     assert s1grd["provider"] == "CPUExecutionProvider" and s1grd["ood"]["alpha"] == 0.05
     assert s1grd["ood"]["measured"]["false_flag_rate"] >= 0.0 and "europe" in s1grd["metrics"]
-    assert body["max_upload_mb"] == UPLOAD_CAP_MB
+    limits = body["limits"]
+    assert limits["tile_max_upload_mb"] == UPLOAD_CAP_MB and limits["sandbox"] is True
+    assert limits["scene_max_upload_mb"] == SCENE_UPLOAD_CAP_MB
     assert requests.post(f"{server}/model_card", json={}, timeout=10).json() == body
 
 
@@ -254,7 +228,7 @@ BAD_FILES = [
     ("unsupported_dtype", "int32", None, "unsupported data type for S1GRD: .* found int32"),
     ("all_nodata", "nodata", None, "all pixels are nodata"),
     ("too_small", "small", None, "tile too small: expected at least 16 x 16 pixels, found 8 x 8"),
-    ("too_large_dims", "huge", None, "raster too large to decode as one tile"),
+    ("too_large_dims", "huge", None, "tile too large: expected at most 4,000,000 pixels"),
     ("infinities", "inf", None, "non-finite values: expected finite values or NaN"),
 ]
 
@@ -356,7 +330,7 @@ def test_netcdf_that_crashes_the_decoder_is_400(server: str, files: dict[str, Pa
     data[4487] = 57  # see tests/test_predictor.py: segfaults GDAL's netCDF driver
     response = requests.post(f"{server}/predict", files={"tile": ("c.nc", bytes(data))}, timeout=60)
     assert response.status_code == 400
-    assert "crashed the NetCDF decoder" in response.json()["error"]
+    assert "crashed the decoder" in response.json()["error"]
     assert post_file(f"{server}/predict", files["gssic_nc"]).status_code == 200
 
 
