@@ -43,6 +43,11 @@ MAX_SCENE_PIXELS = 16384 * 16384
 MIN_VALID_FRACTION = 0.25
 
 
+def reason_kind(reason: str) -> str:
+    """The short kind of a skip reason: its words before the first colon."""
+    return reason.split(":", 1)[0]
+
+
 def window_problem(
     array: np.ndarray, modality: str, valid_fraction: float, min_valid_fraction: float
 ) -> str | None:

@@ -7,6 +7,8 @@
   written to a temporary name and renamed, so an interrupted run leaves only whole parts; a
   rerun skips every identifier found there (tiles that failed are retried);
 - ``unreadable.csv``: this run's tiles that could not be read or scored, with the reason;
+- ``skipped.csv``: mosaic windows skipped by the tile checks (too little valid data, linear
+  power, dB out of range, infinities), with the reason;
 - rebuilt from the parts at the end of every run: ``tiles.parquet`` (one row per predicted tile,
   sorted by identifier), ``map.tif`` and ``quicklook.png`` (:mod:`serving.batch_map`), and
   ``summary.json`` (counts, the region-level SWD of the tiles' embeddings to every reference
@@ -25,6 +27,7 @@ import os
 import shutil
 import time
 import uuid
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -37,6 +40,7 @@ import pyarrow.parquet as pq
 from sarveg.bundle import MODEL_FILE, Bundle
 from sarveg.errors import TileError
 from sarveg.ood import OODScorer
+from sarveg.scene import reason_kind
 from serving.batch_inputs import BatchInput
 from serving.batch_map import harmonise_bounds, map_values, write_map, write_quicklook
 from serving.scenes import QUANTILES
@@ -48,6 +52,7 @@ SUMMARY_FILE = "summary.json"
 MAP_FILE = "map.tif"
 QUICKLOOK_FILE = "quicklook.png"
 UNREADABLE_FILE = "unreadable.csv"
+SKIPPED_FILE = "skipped.csv"
 PART_TILES = 2048
 PART_SECONDS = 30.0
 MAX_LISTED_FAILURES = 1000
@@ -67,13 +72,22 @@ TABLE_COLUMNS: tuple[str, ...] = (
 )
 # What a part keeps of those (failures go to unreadable.csv instead), and how it is typed.
 PART_FIELDS: tuple[tuple[str, pa.DataType], ...] = (
-    *((name, pa.string()) for name in STRING_COLUMNS if name != "error"),
+    *((name, pa.string()) for name in STRING_COLUMNS),
     ("row", pa.int32()),
     ("col", pa.int32()),
     *((name, pa.float64()) for name in FLOAT_COLUMNS),
     ("unreliable", pa.bool_()),
 )
 DONE_STATUSES = ("ok", "empty")
+
+
+def _write_skipped(path: Path, skipped: pa.Table) -> None:
+    """``skipped.csv``: every mosaic window skipped (too little valid data, bad values), why."""
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["identifier", "row", "col", "reason"])
+        for row in skipped.select(["identifier", "row", "col", "error"]).to_pylist():
+            writer.writerow([row["identifier"], row["row"], row["col"], row["error"]])
 
 
 def run_identity(batch_input: BatchInput, bundle: Bundle) -> dict[str, Any]:
@@ -288,7 +302,10 @@ def finalise(
         }
     vegetation = table["vegetation_pct"].to_numpy()
     unreliable = table["unreliable"].to_numpy(zero_copy_only=False)
-    n_empty = int(pc.sum(pc.equal(results["status"], "empty")).as_py() or 0)
+    skipped = results.filter(pc.equal(results["status"], "empty"))
+    n_empty = skipped.num_rows
+    _write_skipped(out_dir / SKIPPED_FILE, skipped)
+    reasons = Counter(reason_kind(r) for r in skipped["error"].to_pylist())
     title = f"{manifest.name} on {batch_input.path.name}"
     quicklook = write_quicklook(
         out_dir / QUICKLOOK_FILE,
@@ -325,6 +342,7 @@ def finalise(
             "tiles": batch_input.n_sources,
             "predicted": table.num_rows,
             "empty_windows": n_empty,
+            "skipped_by_reason": dict(reasons),
             "unreadable": store.failed_count,
             "done_before_this_run": resumed,
         },
@@ -340,6 +358,7 @@ def finalise(
             "map": MAP_FILE,
             "quicklook": QUICKLOOK_FILE if quicklook else None,
             "unreadable": UNREADABLE_FILE,
+            "skipped": SKIPPED_FILE,
         },
     }
     (out_dir / SUMMARY_FILE).write_text(json.dumps(summary, indent=2, allow_nan=False) + "\n")

@@ -21,6 +21,7 @@ from rasterio.io import DatasetWriter, MemoryFile
 from sarveg.bundle import BundleManifest
 from sarveg.errors import TileError
 from sarveg.ood import SetOOD
+from sarveg.scene import reason_kind
 from serving.decoding import Window
 from serving.decoding.pool import SceneStream
 from serving.model import ServedModel, TileOutcome
@@ -53,11 +54,6 @@ class SceneRun:
     grid_transform: Affine
     crs: str
     tile_px: int
-
-
-def reason_kind(reason: str) -> str:
-    """The short kind of a skip reason (its words before the first colon)."""
-    return reason.split(":", 1)[0]
 
 
 def run_scene(model: ServedModel, stream: SceneStream, batch_size: int) -> SceneRun:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import shutil
 import sys
@@ -137,6 +138,7 @@ def test_folder_run_gives_the_service_numbers(
         "tiles": N_SIM_TILES,
         "predicted": N_SIM_TILES,
         "empty_windows": 0,
+        "skipped_by_reason": {},
         "unreadable": 0,
         "done_before_this_run": 0,
     }
@@ -195,6 +197,31 @@ def test_mosaic_matches_the_scene_endpoint(
     for tile in scene.tiles:
         assert grid[0, tile.row, tile.col] == np.float32(tile.vegetation_pct)
     assert np.isnan(grid[:, :, 3:]).all()
+
+
+def test_mosaic_windows_get_the_tile_checks(
+    s1grd_model: Path, predictor: Predictor, tmp_path: Path
+) -> None:
+    # Columns 1..4 in linear power (0.05): skipped like the scene endpoint skips them, not
+    # answered as 90 % vegetation.
+    path = utm_scene(tmp_path / "scene.tif", 48, 120)
+    with rasterio.open(path, "r+") as dst:
+        data = dst.read()
+        data[:, :, SOURCE_TILE_PX:] = 0.05
+        dst.write(data)
+    out = tmp_path / "out"
+    assert predict(path, "--model", s1grd_model, "--out", out) == 0
+    predicted = pq.read_table(out / "tiles.parquet").to_pylist()
+    assert {r["identifier"] for r in predicted} == {"r0_c0", "r1_c0"}
+    with (out / "skipped.csv").open() as handle:
+        skipped = sorted(csv.DictReader(handle), key=lambda r: (int(r["row"]), int(r["col"])))
+    assert len(skipped) == 8
+    assert all(r["reason"].startswith("sigma0 does not look like dB") for r in skipped)
+    summary = read_summary(out)
+    assert summary["counts"]["skipped_by_reason"] == {"sigma0 does not look like dB": 8}
+    scene = predictor.predict_scene(path.read_bytes())
+    assert {(t.row, t.col) for t in scene.tiles} == {(0, 0), (1, 0)}
+    assert [s.reason for s in scene.skipped] == [r["reason"] for r in skipped]
 
 
 def test_unreadable_tiles_are_listed_never_fatal(gssic_model: Path, tmp_path: Path) -> None:

@@ -306,3 +306,33 @@ def test_http_fuzz(served: Served) -> None:
     assert requests.get(f"{served.url}/livez", timeout=10).status_code == 200
     assert served.rss_mb() - at_rest < RSS_GROWTH_BOUND_MB
     assert "Traceback" not in served.log.read_text()
+
+
+def test_guard_sees_routes_behind_a_root_path() -> None:
+    import asyncio
+
+    from serving.uploads import UploadGuard, stashed_upload
+
+    seen: list[dict] = []
+
+    async def app(scope: dict, receive: object, send: object) -> None:
+        seen.append(scope)
+
+    guard = UploadGuard(app, {"/predict": frozenset()}, {"/predict": 1024})
+    body = s1grd_bytes(16)[:512]  # the guard only checks the transport, not the raster
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/api/predict",
+        "root_path": "/api",
+        "headers": [(b"content-type", b"image/tiff"), (b"content-length", str(len(body)).encode())],
+        "query_string": b"",
+    }
+    messages = [{"type": "http.request", "body": body, "more_body": False}]
+
+    async def receive() -> dict:
+        return messages.pop(0) if messages else {"type": "http.disconnect"}
+
+    asyncio.run(guard(scope, receive, None))
+    upload = stashed_upload(seen[0])
+    assert upload is not None and upload.data == body  # parsed and stashed, not passed through
