@@ -59,12 +59,15 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from sarveg import bands  # noqa: E402
+from serving.decoding import DecodeLimits  # noqa: E402
 from serving.predictor import Predictor  # noqa: E402
 from tests.hostile_files import sparse_bomb  # noqa: E402
 from tests.server_process import free_port, start_server, stop_server  # noqa: E402
 from tests.tile_factory import coherence_x100, s1grd_db, write_geotiff  # noqa: E402
 
 CONCURRENCY = (1, 4, 16)
+# The bench's own decoding (probe and raw baseline) runs in-process: no children to manage.
+IN_PROCESS = DecodeLimits(sandbox=False)
 TARGET_P50_OVERHEAD_MS = 15.0
 TARGET_THROUGHPUT_RATIO = 0.8
 TARGET_RSS_GROWTH = 0.10
@@ -226,7 +229,7 @@ def raw_baseline(
     models: str, modality: str, payload: bytes, seconds: float
 ) -> tuple[list[float], float, int]:
     """Raw onnxruntime: per-call latencies at batch 1, and tiles/s at the max batch size."""
-    predictor = Predictor.from_paths(models)
+    predictor = Predictor.from_paths(models, limits=IN_PROCESS)
     model, array = predictor.prepare(payload, modality)
     single = array[None]  # (1, C, S, S)
     batch = np.repeat(single, predictor.max_batch_size, axis=0)  # (B, C, S, S)
@@ -249,7 +252,7 @@ def raw_baseline(
 
 
 async def measure(args: argparse.Namespace, models: str, workdir: Path) -> int:
-    predictor_probe = Predictor.from_paths(models)
+    predictor_probe = Predictor.from_paths(models, limits=IN_PROCESS)
     model = predictor_probe.model_for(args.modality)
     side = args.tile_px or model.manifest.source_tile_px
     tile_path = args.tile_file or make_tile(args.modality, side, workdir)
@@ -409,7 +412,9 @@ async def decoding_round(
 async def compare_decoding(args: argparse.Namespace, models: str, workdir: Path) -> int:
     side = (
         args.tile_px
-        or Predictor.from_paths(models).model_for(args.modality).manifest.source_tile_px
+        or Predictor.from_paths(models, limits=IN_PROCESS)
+        .model_for(args.modality)
+        .manifest.source_tile_px
     )
     payload = (args.tile_file or make_tile(args.modality, side, workdir)).read_bytes()
     servers: list[tuple[str, dict[str, str], Path]] = []

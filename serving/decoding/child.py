@@ -122,7 +122,10 @@ def run_child(
     buffer = mmap.mmap(buffer_fd, buffer_size, prot=mmap.PROT_READ)
     os.close(buffer_fd)
     limit_memory(memory_mb)
-    conn.send(("ready", None))
+    try:
+        conn.send(("ready", None))
+    except (BrokenPipeError, ConnectionError, OSError):
+        return  # the parent went away while this child started
     handler = _Handler(memory_mb)
     with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB):
         while True:

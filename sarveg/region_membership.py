@@ -1,0 +1,144 @@
+"""Which reference regions a tile plausibly belongs to: full-conformal k-NN p-values (numpy).
+
+For every reference region ``r`` with ``n`` reference embeddings, a tile's nonconformity score is
+its mean Euclidean distance to its ``k`` nearest reference tiles of ``r``. Its p-value is the
+*full* conformal one: each reference tile is scored against the other ``n - 1`` reference tiles
+*plus the new tile*, and
+
+    p_r(x) = (1 + #{i : score_i(x) >= score(x)}) / (n + 1).
+
+Adding the tile changes a reference tile's score only when the tile falls among its ``k``
+nearest neighbours, so the reference tiles' leave-one-out neighbour distances are computed once
+and each new tile costs one ``(B, n)`` distance matrix per region. Nothing is fitted, so for a
+tile exchangeable with region ``r``'s reference tiles, ``P(p_r < alpha) <= alpha`` exactly.
+
+- ``plausible_regions``: the regions with ``p_r >= alpha``, a prediction set over regions that
+  contains a tile's true region with probability at least ``1 - alpha`` (empty when the tile
+  matches none).
+- ``nearest_region``: the region with the largest p-value; ties (tiles far from every region all
+  get ``1 / (n + 1)``) go to the smallest k-NN distance relative to that region's typical
+  leave-one-out distance.
+
+Why not the per-tile SWD: the exact SWD_2 between one tile and a region is
+``sqrt((|x - mean_r|^2 + tr S_r) / D)``, so a region's spread ``tr S_r`` enters every tile's
+distance alike and compact regions look nearest to almost any tile.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+from sarveg.embedding_distance import KNN_BLOCK_ROWS
+from sarveg.reference import RegionReference
+from sarveg.swd import check_embeddings
+
+
+def _squared_distances(x: np.ndarray, reference: np.ndarray, norms: np.ndarray) -> np.ndarray:
+    """``(B, n)`` squared Euclidean distances, float32, clipped at 0."""
+    squared = x @ reference.T  # (B, n)
+    squared *= -2.0
+    squared += np.sum(x**2, axis=1)[:, None]
+    squared += norms
+    return np.maximum(squared, 0.0, out=squared)
+
+
+class _RegionKnn:
+    """One region's reference with its leave-one-out k-NN distances."""
+
+    def __init__(self, embedding: np.ndarray, k: int) -> None:
+        x = check_embeddings(embedding, "reference embeddings")
+        if x.shape[0] < 2:
+            raise ValueError(f"expected at least 2 reference tiles per region, found {x.shape[0]}")
+        self.centre = x.mean(axis=0, dtype=np.float64).astype(np.float32)  # (D,)
+        self.embedding = x - self.centre  # (n, D)
+        self.norms = np.sum(self.embedding**2, axis=1)  # (n,)
+        n = self.embedding.shape[0]
+        self.k = min(k, n - 1)
+        loo = np.empty((n, self.k), np.float64)  # each tile's k nearest among the others
+        for start in range(0, n, KNN_BLOCK_ROWS):
+            block = self.embedding[start : start + KNN_BLOCK_ROWS]
+            squared = _squared_distances(block, self.embedding, self.norms)  # (b, n)
+            rows = np.arange(len(block))
+            squared[rows, start + rows] = np.inf  # not its own neighbour
+            nearest = np.partition(squared, self.k - 1, axis=1)[:, : self.k]
+            loo[start : start + len(block)] = np.sort(np.sqrt(nearest), axis=1)
+        self.loo_sum = loo.sum(axis=1)  # (n,)
+        self.loo_kth = loo[:, -1]  # (n,)
+        self.loo_score = self.loo_sum / self.k  # (n,)
+        self.typical = float(np.median(self.loo_score))
+
+    def score_and_p(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """k-NN score ``(B,)`` and full-conformal p-value ``(B,)`` of centred-later tiles."""
+        distances = np.sqrt(_squared_distances(x - self.centre, self.embedding, self.norms))
+        k = self.k
+        nearest = np.partition(distances, k - 1, axis=1)[:, :k]  # (B, k)
+        score = nearest.mean(axis=1, dtype=np.float64)  # (B,)
+        # Reference tile i's score once the new tile joins: its k-th neighbour is replaced by
+        # the new tile when that is closer.
+        joined = np.where(
+            distances < self.loo_kth,
+            (self.loo_sum - self.loo_kth + distances) / k,
+            self.loo_score,
+        )  # (B, n)
+        at_least = np.count_nonzero(joined >= score[:, None], axis=1)
+        n = self.embedding.shape[0]
+        return score, (1.0 + at_least) / (n + 1.0)
+
+
+@dataclass(frozen=True, eq=False)
+class Membership:
+    """Region membership of a batch of tiles.
+
+    Attributes:
+        regions: region names, the column order of the arrays.
+        knn_distance: ``(B, R)`` mean distance to the k nearest reference tiles of each region.
+        p_value: ``(B, R)`` full-conformal p-value of membership in each region.
+        nearest_region: per tile, the region with the largest p-value.
+        plausible_regions: per tile, the regions with ``p_value >= alpha`` (may be empty).
+    """
+
+    regions: tuple[str, ...]
+    knn_distance: np.ndarray
+    p_value: np.ndarray
+    nearest_region: list[str]
+    plausible_regions: list[list[str]]
+
+
+class RegionMembership:
+    """Full-conformal k-NN membership p-values of tiles in every reference region.
+
+    Args:
+        regions: each region's reference tiles (their embeddings are used).
+        k: neighbours per score.
+        alpha: a region is plausible for a tile when its p-value is at least ``alpha``.
+    """
+
+    def __init__(self, regions: Mapping[str, RegionReference], k: int, alpha: float) -> None:
+        self.regions = tuple(regions)
+        self.alpha = alpha
+        self._knn = [_RegionKnn(np.asarray(regions[r].embedding), k) for r in self.regions]
+        self._typical = np.array([knn.typical for knn in self._knn])  # (R,)
+
+    def score(self, embedding: np.ndarray) -> Membership:
+        """Membership of tiles ``(B, D)`` in every region."""
+        x = check_embeddings(embedding, "tile embeddings", self._knn[0].embedding.shape[1])
+        scores, p_values = [], []
+        for start in range(0, x.shape[0], KNN_BLOCK_ROWS):
+            block = x[start : start + KNN_BLOCK_ROWS]
+            pairs = [knn.score_and_p(block) for knn in self._knn]
+            scores.append(np.stack([s for s, _ in pairs], axis=1))
+            p_values.append(np.stack([p for _, p in pairs], axis=1))
+        score = np.concatenate(scores) if scores else np.empty((0, len(self.regions)))
+        p_value = np.concatenate(p_values) if p_values else np.empty((0, len(self.regions)))
+        relative = score / self._typical  # (B, R): tie-break among equal p-values
+        best = [
+            self.regions[int(np.lexsort((relative[i], -p_value[i]))[0])] for i in range(len(score))
+        ]
+        plausible = [
+            [r for r, p in zip(self.regions, row, strict=True) if p >= self.alpha]
+            for row in p_value
+        ]
+        return Membership(self.regions, score, p_value, best, plausible)
