@@ -17,8 +17,13 @@ fine-tuning region's held-out data, none of them used to train, early-stop or se
 A tile that is also in the reference has k-NN distance 0 and looks perfectly typical, which is
 why the three parts must not overlap (:func:`calibrate_ood` refuses exact duplicates).
 
-**Per tile.** ``swd_by_region`` is the exact SWD_2 between the tile and each region's reference
-(closed form, see :mod:`sarveg.swd`); ``nearest_region`` its argmin. The OOD ``score`` is
+**Per tile.** Region membership (:mod:`sarveg.region_membership`): ``knn_distance_by_region``,
+the mean distance to the ``k`` nearest reference tiles of each region, its full-conformal
+``region_p_values``, ``plausible_regions`` (regions with p >= alpha, a prediction set over
+regions) and ``nearest_region`` (a k-NN vote among all regions' reference tiles).
+``swd_by_region`` is the exact SWD_2 between the tile and each region's reference (closed form,
+see :mod:`sarveg.swd`): it includes the region's spread, so it is a distance between
+distributions, not a ranking of proximity, and does not decide ``nearest_region``. The OOD ``score`` is
 ``ood.score_name``: ``knn_distance``, the mean Euclidean distance to the ``k`` nearest
 fine-tuning reference embeddings (default), ``mahalanobis``, the distance to the fine-tuning
 reference under its shrunk covariance (``Whitening``: it weighs the few directions in which the
@@ -62,6 +67,7 @@ from sarveg.conformal import (
 )
 from sarveg.embedding_distance import NeighbourIndex, Whitening
 from sarveg.reference import CalibrationReference, ReferenceArrays, RegionReference
+from sarveg.region_membership import RegionMembership
 from sarveg.swd import (
     ReferenceMoments,
     check_embeddings,
@@ -104,7 +110,10 @@ class TileOOD:
     """The OOD block of one tile."""
 
     swd_by_region: dict[str, float]
+    knn_distance_by_region: dict[str, float]
+    region_p_values: dict[str, float]
     nearest_region: str
+    plausible_regions: list[str]
     score: float
     p_value: float
     unreliable: bool
@@ -119,7 +128,10 @@ class TileOODBatch:
 
     regions: tuple[str, ...]
     swd_by_region: np.ndarray  # (B, R), columns in ``regions`` order
+    knn_distance_by_region: np.ndarray  # (B, R)
+    region_p_values: np.ndarray  # (B, R)
     nearest_region: list[str]
+    plausible_regions: list[list[str]]
     score: np.ndarray  # (B,)
     p_value: np.ndarray  # (B,)
     unreliable: np.ndarray  # (B,) bool
@@ -129,12 +141,17 @@ class TileOODBatch:
 
     def tiles(self) -> list[TileOOD]:
         """Split the batch into one :class:`TileOOD` per tile."""
+
+        def by_region(values: np.ndarray) -> dict[str, float]:
+            return dict(zip(self.regions, map(float, values), strict=True))
+
         return [
             TileOOD(
-                swd_by_region=dict(
-                    zip(self.regions, map(float, self.swd_by_region[i]), strict=True)
-                ),
+                swd_by_region=by_region(self.swd_by_region[i]),
+                knn_distance_by_region=by_region(self.knn_distance_by_region[i]),
+                region_p_values=by_region(self.region_p_values[i]),
                 nearest_region=self.nearest_region[i],
+                plausible_regions=list(self.plausible_regions[i]),
                 score=float(self.score[i]),
                 p_value=float(self.p_value[i]),
                 unreliable=bool(self.unreliable[i]),
@@ -188,6 +205,7 @@ class OODScorer:
         self._means = np.stack([self.moments[r].mean for r in self.regions])  # (R, D)
         self._total_variances = np.array([self.moments[r].total_variance for r in self.regions])
         self.index = NeighbourIndex(reference.regions[self.fine_tuning_region], settings.knn_k)
+        self.membership = RegionMembership(reference.regions, settings.knn_k, settings.alpha)
         self.whitening = (
             Whitening(reference.regions[self.fine_tuning_region])
             if settings.score_name == "mahalanobis"
@@ -233,6 +251,7 @@ class OODScorer:
         if yhat.shape[0] != x.shape[0]:
             raise ValueError(f"expected {x.shape[0]} predictions, found {yhat.shape[0]}")
         swd = self.swd_by_region(x)  # (B, R)
+        membership = self.membership.score(x)
         score, difficulty = _score_and_difficulty(
             x, self.index, self.moments[self.fine_tuning_region], self.settings, self.whitening
         )
@@ -243,7 +262,10 @@ class OODScorer:
         return TileOODBatch(
             regions=self.regions,
             swd_by_region=swd,
-            nearest_region=[self.regions[i] for i in np.argmin(swd, axis=1)],
+            knn_distance_by_region=membership.knn_distance,
+            region_p_values=membership.p_value,
+            nearest_region=membership.nearest_region,
+            plausible_regions=membership.plausible_regions,
             score=score,
             p_value=p_value,
             unreliable=p_value < self.settings.alpha,
@@ -361,8 +383,11 @@ def describe_method(settings: OODCalibration, n_reference: int) -> str:
         f"test tiles of {settings.fine_tuning_region}; split-conformal p-value against "
         f"{settings.calibration_size} further held-out {settings.fine_tuning_region} tiles; "
         f"unreliable when p < {settings.alpha}. Interval: normalised split conformal, difficulty "
-        f"{settings.difficulty}, nominal coverage {1 - settings.interval_alpha:.2f}. Per-region "
-        f"SWD_2 exact (closed form) per tile; set SWD_2 over {settings.n_projections} projections "
+        f"{settings.difficulty}, nominal coverage {1 - settings.interval_alpha:.2f}. Region "
+        f"membership: full-conformal k-NN p-value (k={settings.knn_k}) against each region's "
+        f"reference tiles, plausible regions p >= {settings.alpha}, nearest region by a "
+        f"pooled k-NN vote. Per-region SWD_2 exact (closed form) per tile; set SWD_2 over "
+        f"{settings.n_projections} projections "
         f"(seed {settings.projection_seed}); set verdict over {settings.set_verdict_projections} "
         f"projections against {settings.set_bootstrap_sets} random calibration sets."
     )

@@ -15,9 +15,11 @@ tile exchangeable with region ``r``'s reference tiles, ``P(p_r < alpha) <= alpha
 - ``plausible_regions``: the regions with ``p_r >= alpha``, a prediction set over regions that
   contains a tile's true region with probability at least ``1 - alpha`` (empty when the tile
   matches none).
-- ``nearest_region``: the region with the largest p-value; ties (tiles far from every region all
-  get ``1 / (n + 1)``) go to the smallest k-NN distance relative to that region's typical
-  leave-one-out distance.
+- ``nearest_region``: a k-nearest-neighbour vote among all regions' reference tiles pooled
+  (equal-sized references make it the usual k-NN classifier); ties go to the smaller summed
+  distance. Not the largest p-value: a region's p-value is uniform for its own tiles, so a
+  compact region inside a diffuse one would lose its own tiles to the diffuse one. The nearest
+  region is usually, not always, among the plausible ones.
 
 Why not the per-tile SWD: the exact SWD_2 between one tile and a region is
 ``sqrt((|x - mean_r|^2 + tr S_r) / D)``, so a region's spread ``tr S_r`` enters every tile's
@@ -68,13 +70,12 @@ class _RegionKnn:
         self.loo_sum = loo.sum(axis=1)  # (n,)
         self.loo_kth = loo[:, -1]  # (n,)
         self.loo_score = self.loo_sum / self.k  # (n,)
-        self.typical = float(np.median(self.loo_score))
 
-    def score_and_p(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """k-NN score ``(B,)`` and full-conformal p-value ``(B,)`` of centred-later tiles."""
+    def score_and_p(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """k-NN distances ``(B, k)`` (nearest first), score ``(B,)`` and p-value ``(B,)``."""
         distances = np.sqrt(_squared_distances(x - self.centre, self.embedding, self.norms))
         k = self.k
-        nearest = np.partition(distances, k - 1, axis=1)[:, :k]  # (B, k)
+        nearest = np.sort(np.partition(distances, k - 1, axis=1)[:, :k], axis=1)  # (B, k)
         score = nearest.mean(axis=1, dtype=np.float64)  # (B,)
         # Reference tile i's score once the new tile joins: its k-th neighbour is replaced by
         # the new tile when that is closer.
@@ -85,7 +86,7 @@ class _RegionKnn:
         )  # (B, n)
         at_least = np.count_nonzero(joined >= score[:, None], axis=1)
         n = self.embedding.shape[0]
-        return score, (1.0 + at_least) / (n + 1.0)
+        return nearest, score, (1.0 + at_least) / (n + 1.0)
 
 
 @dataclass(frozen=True, eq=False)
@@ -96,7 +97,7 @@ class Membership:
         regions: region names, the column order of the arrays.
         knn_distance: ``(B, R)`` mean distance to the k nearest reference tiles of each region.
         p_value: ``(B, R)`` full-conformal p-value of membership in each region.
-        nearest_region: per tile, the region with the largest p-value.
+        nearest_region: per tile, the winner of the pooled k-NN vote.
         plausible_regions: per tile, the regions with ``p_value >= alpha`` (may be empty).
     """
 
@@ -120,23 +121,35 @@ class RegionMembership:
         self.regions = tuple(regions)
         self.alpha = alpha
         self._knn = [_RegionKnn(np.asarray(regions[r].embedding), k) for r in self.regions]
-        self._typical = np.array([knn.typical for knn in self._knn])  # (R,)
+        self.k = min(knn.k for knn in self._knn)
+
+    def _vote(self, nearest: list[np.ndarray]) -> list[int]:
+        """Pooled k-NN vote from each region's ``(B, k)`` nearest distances: region indices."""
+        pooled = np.concatenate(nearest, axis=1)  # (B, R k)
+        labels = np.repeat(np.arange(len(nearest)), self.k)  # (R k,)
+        chosen = np.argpartition(pooled, self.k - 1, axis=1)[:, : self.k]  # (B, k)
+        winners = []
+        for row, picks in zip(pooled, chosen, strict=True):
+            counts = np.bincount(labels[picks], minlength=len(nearest))
+            sums = np.bincount(labels[picks], weights=row[picks], minlength=len(nearest))
+            # Most votes first, then the smaller summed distance.
+            winners.append(int(np.lexsort((sums, -counts))[0]))
+        return winners
 
     def score(self, embedding: np.ndarray) -> Membership:
         """Membership of tiles ``(B, D)`` in every region."""
         x = check_embeddings(embedding, "tile embeddings", self._knn[0].embedding.shape[1])
-        scores, p_values = [], []
+        scores, p_values, votes = [], [], []
         for start in range(0, x.shape[0], KNN_BLOCK_ROWS):
             block = x[start : start + KNN_BLOCK_ROWS]
-            pairs = [knn.score_and_p(block) for knn in self._knn]
-            scores.append(np.stack([s for s, _ in pairs], axis=1))
-            p_values.append(np.stack([p for _, p in pairs], axis=1))
-        score = np.concatenate(scores) if scores else np.empty((0, len(self.regions)))
-        p_value = np.concatenate(p_values) if p_values else np.empty((0, len(self.regions)))
-        relative = score / self._typical  # (B, R): tie-break among equal p-values
-        best = [
-            self.regions[int(np.lexsort((relative[i], -p_value[i]))[0])] for i in range(len(score))
-        ]
+            parts = [knn.score_and_p(block) for knn in self._knn]
+            scores.append(np.stack([s for _, s, _ in parts], axis=1))
+            p_values.append(np.stack([p for _, _, p in parts], axis=1))
+            votes.extend(self._vote([d[:, : self.k] for d, _, _ in parts]))
+        empty = np.empty((0, len(self.regions)))
+        score = np.concatenate(scores) if scores else empty
+        p_value = np.concatenate(p_values) if p_values else empty
+        best = [self.regions[i] for i in votes]
         plausible = [
             [r for r, p in zip(self.regions, row, strict=True) if p >= self.alpha]
             for row in p_value

@@ -273,6 +273,7 @@ def predict_unit(model: ServedModel, decoded: DecodedUnit) -> Columns:
         columns["score"][row] = outcome.ood.score
         columns["unreliable"][row] = outcome.ood.unreliable
         strings["nearest_region"][row] = outcome.ood.nearest_region
+        strings["plausible_regions"][row] = ";".join(outcome.ood.plausible_regions)
         embedding[row] = outcome.embedding
     for name, values in strings.items():
         columns[name] = np.array(values, dtype=object)

@@ -59,7 +59,15 @@ MAX_LISTED_FAILURES = 1000
 DEFAULT_SET_SAMPLE = 4096
 BOUNDS_COLUMNS: tuple[str, ...] = ("left", "bottom", "right", "top")
 # The columns of one unit's results (``serving.batch.predict_unit``), besides the embedding.
-STRING_COLUMNS: tuple[str, ...] = ("identifier", "path", "status", "error", "crs", "nearest_region")
+STRING_COLUMNS: tuple[str, ...] = (
+    "identifier",
+    "path",
+    "status",
+    "error",
+    "crs",
+    "nearest_region",
+    "plausible_regions",  # ";"-separated, possibly empty
+)
 VALUE_COLUMNS: tuple[str, ...] = ("vegetation_pct", "interval_low", "interval_high", "p_value")
 FLOAT_COLUMNS: tuple[str, ...] = (*BOUNDS_COLUMNS, *VALUE_COLUMNS, "score")
 TABLE_COLUMNS: tuple[str, ...] = (
@@ -68,6 +76,7 @@ TABLE_COLUMNS: tuple[str, ...] = (
     *VALUE_COLUMNS,
     "unreliable",
     "nearest_region",
+    "plausible_regions",
     "score",
 )
 # What a part keeps of those (failures go to unreadable.csv instead), and how it is typed.

@@ -41,7 +41,10 @@ class TileOutcome:
         """The OOD block as a response model."""
         return TileOODResult(
             swd_by_region=self.ood.swd_by_region,
+            knn_distance_by_region=self.ood.knn_distance_by_region,
+            region_p_values=self.ood.region_p_values,
             nearest_region=self.ood.nearest_region,
+            plausible_regions=self.ood.plausible_regions,
             score=self.ood.score,
             p_value=self.ood.p_value,
             unreliable=self.ood.unreliable,

@@ -35,10 +35,26 @@ class TileOODResult(_Response):
     """Whether the tile looks like the data the model was calibrated on."""
 
     swd_by_region: dict[str, float] = Field(
-        description="Exact sliced Wasserstein distance (SWD_2) of the tile's embedding to each "
-        "reference region's embeddings."
+        description="Exact SWD_2 between the tile and each region's reference embeddings. It "
+        "includes each region's spread, so it compares distributions and does not rank "
+        "proximity: read nearest_region and plausible_regions for that."
     )
-    nearest_region: str = Field(description="Reference region with the smallest SWD.")
+    knn_distance_by_region: dict[str, float] = Field(
+        description="Mean distance to the k nearest reference tiles of each region (embedding "
+        "units)."
+    )
+    region_p_values: dict[str, float] = Field(
+        description="Full-conformal p-value of the tile belonging to each reference region: "
+        "for tiles drawn like a region's reference tiles, P(p < alpha) <= alpha."
+    )
+    nearest_region: str = Field(
+        description="The region with the largest membership p-value (ties: the smallest k-NN "
+        "distance relative to the region's typical one)."
+    )
+    plausible_regions: list[str] = Field(
+        description="Regions with membership p-value >= alpha: contains a tile's true region "
+        "with probability >= 1 - alpha; empty when the tile matches none."
+    )
     score: float = Field(description="Nonconformity score (larger is stranger).")
     p_value: float = Field(
         description="Conformal p-value of the score against held-out in-distribution tiles."

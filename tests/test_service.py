@@ -118,7 +118,17 @@ def test_predict_s1grd_multipart(server: str, files: dict[str, Path]) -> None:
     assert body["model"] == {"name": "tiny-s1grd-europe", "modality": "s1grd"}
     assert 0.0 <= body["interval"]["low"] <= body["vegetation_pct"] <= body["interval"]["high"]
     assert body["interval"]["coverage"] == pytest.approx(0.9)
-    assert set(body["ood"]) == {"swd_by_region", "nearest_region", "score", "p_value", "unreliable"}
+    assert set(body["ood"]) == {
+        "swd_by_region",
+        "knn_distance_by_region",
+        "region_p_values",
+        "nearest_region",
+        "plausible_regions",
+        "score",
+        "p_value",
+        "unreliable",
+    }
+    assert body["ood"]["nearest_region"] in body["ood"]["plausible_regions"]
     assert body["ood"]["nearest_region"] == "europe" and body["ood"]["unreliable"] is False
     assert "embedding" not in body
 
