@@ -23,8 +23,8 @@ the mean distance to the ``k`` nearest reference tiles of each region, its full-
 regions) and ``nearest_region`` (a k-NN vote among all regions' reference tiles).
 ``swd_by_region`` is the exact SWD_2 between the tile and each region's reference (closed form,
 see :mod:`sarveg.swd`): it includes the region's spread, so it is a distance between
-distributions, not a ranking of proximity, and does not decide ``nearest_region``. The OOD ``score`` is
-``ood.score_name``: ``knn_distance``, the mean Euclidean distance to the ``k`` nearest
+distributions, not a ranking of proximity, and does not decide ``nearest_region``. The OOD
+``score`` is ``ood.score_name``: ``knn_distance``, the mean Euclidean distance to the ``k`` nearest
 fine-tuning reference embeddings (default), ``mahalanobis``, the distance to the fine-tuning
 reference under its shrunk covariance (``Whitening``: it weighs the few directions in which the
 reference hardly varies, where unseen regions often move), or ``swd_exact``, the SWD_2 to the
