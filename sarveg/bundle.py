@@ -149,6 +149,24 @@ class OODMeasured(_Strict):
     evaluation_tiles: str | None = None
 
 
+class RegionMembershipMeasured(_Strict):
+    """Region membership (``nearest_region``, ``plausible_regions``) measured on unseen tiles.
+
+    One group of tiles per reference region, none of them reference or calibration tiles.
+    """
+
+    synthetic: bool
+    evaluation_tiles: str = Field(min_length=1)
+    regions: list[str] = Field(min_length=1)
+    n_tiles: dict[str, int]
+    # confusion[i][j]: tiles of regions[i] whose nearest_region is regions[j].
+    confusion: list[list[int]]
+    nearest_accuracy: dict[str, float]
+    plausible_coverage: dict[str, float]  # share of a region's tiles with it among plausible
+    mean_plausible_size: dict[str, float]
+    swd_nearest_accuracy: dict[str, float]  # the per-tile SWD argmin, for comparison
+
+
 class OODCalibration(_Strict):
     """How the OOD block scores tiles and sets, and what it was calibrated on."""
 
@@ -167,6 +185,7 @@ class OODCalibration(_Strict):
     set_verdict_projections: int = Field(default=256, ge=1)
     set_bootstrap_sets: int = Field(default=199, ge=19)
     measured: OODMeasured | None = None
+    region_membership: RegionMembershipMeasured | None = None
 
     @field_validator("reference_regions")
     @classmethod

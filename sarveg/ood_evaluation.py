@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from sarveg.bundle import OODMeasured
+from sarveg.bundle import OODMeasured, RegionMembershipMeasured
 from sarveg.conformal import interval_coverage
 from sarveg.ood import OODScorer, require_disjoint
 from sarveg.reference import RegionReference
@@ -105,3 +105,54 @@ def evaluate_ood(
             "spearman_abs_error": None if np.isnan(correlation) else correlation,
         }
     return OODMeasured.model_validate(measured)
+
+
+def measure_region_membership(
+    scorer: OODScorer,
+    tiles: dict[str, RegionReference],
+    *,
+    synthetic: bool,
+    evaluation_tiles: str,
+) -> RegionMembershipMeasured:
+    """Confusion matrix of ``nearest_region`` and coverage of ``plausible_regions``.
+
+    Args:
+        scorer: the bundle's scorer.
+        tiles: per reference region, tiles of that region the bundle never saw (not its
+            reference or calibration tiles: those would look perfectly typical).
+        synthetic: whether the tiles are simulated.
+        evaluation_tiles: where the tiles came from, for the record.
+
+    Raises:
+        ValueError: a region that is not a reference region, or tiles shared with a reference.
+    """
+    regions = list(scorer.regions)
+    unknown = sorted(set(tiles) - set(regions))
+    if unknown:
+        raise ValueError(f"expected tiles of reference regions {regions}, found {unknown}")
+    confusion = np.zeros((len(regions), len(regions)), np.int64)
+    accuracy, coverage, size, swd_accuracy, counts = {}, {}, {}, {}, {}
+    for name, group in tiles.items():
+        require_disjoint(group, scorer.reference.regions[name], f"{name} evaluation", "reference")
+        membership = scorer.membership.score(group.embedding)
+        row = regions.index(name)
+        for nearest in membership.nearest_region:
+            confusion[row, regions.index(nearest)] += 1
+        n = len(membership.nearest_region)
+        counts[name] = n
+        accuracy[name] = float(confusion[row, row] / n)
+        coverage[name] = float(np.mean([name in p for p in membership.plausible_regions]))
+        size[name] = float(np.mean([len(p) for p in membership.plausible_regions]))
+        swd = scorer.swd_by_region(group.embedding)  # (n, R)
+        swd_accuracy[name] = float(np.mean(np.argmin(swd, axis=1) == row))
+    return RegionMembershipMeasured(
+        synthetic=synthetic,
+        evaluation_tiles=evaluation_tiles,
+        regions=regions,
+        n_tiles=counts,
+        confusion=confusion.tolist(),
+        nearest_accuracy=accuracy,
+        plausible_coverage=coverage,
+        mean_plausible_size=size,
+        swd_nearest_accuracy=swd_accuracy,
+    )

@@ -230,6 +230,12 @@ def test_independent_folder_measures_the_ood_block(bundle_dir, tmp_path):
         manifest.metrics["conus"].n_tiles
     )
     assert "independent conus tiles" in (out / "MODEL_CARD.md").read_text()
+    membership = manifest.ood.region_membership
+    assert membership is not None and set(membership.n_tiles) == {"conus", "south_america"}
+    for region, n in membership.n_tiles.items():
+        assert sum(membership.confusion[membership.regions.index(region)]) == n
+        assert 0.0 <= membership.plausible_coverage[region] <= 1.0
+    assert "## Region membership" in (out / "MODEL_CARD.md").read_text()
 
 
 def test_ood_folder_must_be_independent_of_the_training_data(bundle_dir, tmp_path):

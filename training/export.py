@@ -54,7 +54,7 @@ from sarveg.bundle import (
 )
 from sarveg.dataset import index_dataset
 from sarveg.ood import OODScorer, calibrate_ood
-from sarveg.ood_evaluation import evaluate_ood
+from sarveg.ood_evaluation import evaluate_ood, measure_region_membership
 from sarveg.reference import RegionReference, save_reference
 from sarveg.tiles import read_tile
 from training.cache import TileCache, prepare_cache
@@ -395,6 +395,23 @@ def write_bundle(
             + f" in the {INDEPENDENT_FOLDER} {ood_root.name}"
         )
     synthetic = bool(ckpt.get("synthetic", synthetic_data(data_dir)))
+    membership = None
+    if settings.ood_data is not None:
+        # Every reference region's tiles in the independent folder: the region confusion matrix.
+        groups = {region_ft: in_distribution}
+        if unseen is not None and unseen_region is not None:
+            groups[unseen_region] = unseen
+        present = {record.region for record in index_dataset(Path(settings.ood_data), modality)}
+        for region in reference.regions:
+            if region not in groups and region in present:
+                groups[region] = run_region(region)
+        membership = measure_region_membership(
+            OODScorer(reference, ood),
+            groups,
+            synthetic=synthetic,
+            evaluation_tiles=f"every labelled tile of each region in the {INDEPENDENT_FOLDER} "
+            f"{Path(settings.ood_data).name}",
+        )
     measured = evaluate_ood(
         OODScorer(reference, ood),
         in_distribution,
@@ -403,7 +420,7 @@ def write_bundle(
         synthetic=synthetic,
         evaluation_tiles=evaluation_tiles,
     )
-    ood = ood.model_copy(update={"measured": measured})
+    ood = ood.model_copy(update={"measured": measured, "region_membership": membership})
     metrics = {
         r: RegionMetrics(**score_predictions(o.vegetation_pct, o.predicted_pct).as_dict())
         for r, o in outputs.items()

@@ -108,6 +108,51 @@ def _ood_lines(manifest: BundleManifest) -> list[str]:
     return lines
 
 
+NEAREST_ACCURACY_TARGET = 0.95
+
+
+def _region_lines(manifest: BundleManifest) -> list[str]:
+    """The region membership figures: confusion matrix and coverage of plausible regions."""
+    ood = manifest.ood
+    measured = ood.region_membership
+    if measured is None:
+        return ["No region membership figures were measured for this bundle."]
+    regions = measured.regions
+    lines = [
+        f"Evaluation tiles: {measured.evaluation_tiles}."
+        + (" Synthetic (simulated tiles)." if measured.synthetic else ""),
+        "",
+        "`nearest_region` (columns) of tiles of each region (rows):",
+        "",
+        "| true \\ nearest | " + " | ".join(regions) + " | accuracy | target |",
+        "|---|" + "---:|" * (len(regions) + 2),
+    ]
+    for name, row in zip(regions, measured.confusion, strict=True):
+        if name not in measured.n_tiles:
+            continue
+        accuracy = measured.nearest_accuracy[name]
+        lines.append(
+            f"| {name} | " + " | ".join(str(v) for v in row) + f" | {accuracy:.3f} | "
+            f">= {NEAREST_ACCURACY_TARGET} {_verdict(accuracy >= NEAREST_ACCURACY_TARGET)} |"
+        )
+    lines += [
+        "",
+        f"| region | tiles | plausible_regions covers it (target >= {1 - ood.alpha:.2f}) | "
+        "mean set size | per-tile SWD argmin accuracy (old rule) |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for name in regions:
+        if name not in measured.n_tiles:
+            continue
+        covered = measured.plausible_coverage[name]
+        lines.append(
+            f"| {name} | {measured.n_tiles[name]} | {covered:.3f} "
+            f"{_verdict(covered >= 1 - ood.alpha)} | {measured.mean_plausible_size[name]:.2f} | "
+            f"{measured.swd_nearest_accuracy[name]:.3f} |"
+        )
+    return lines
+
+
 def _variant_lines(export: dict[str, Any]) -> list[str]:
     lines = [
         f"Shipped graph: **{export['variant']}**: {export['reason']}.",
@@ -210,6 +255,10 @@ def render_model_card(manifest: BundleManifest) -> str:
         "## Out-of-distribution block",
         "",
         *_ood_lines(manifest),
+        "",
+        "## Region membership",
+        "",
+        *_region_lines(manifest),
         "",
         "## ONNX graph",
         "",
