@@ -182,6 +182,7 @@ class OODCalibration(_Strict):
     calibration_size: int = Field(ge=1)
     n_projections: int = Field(default=10_000, ge=1)
     projection_seed: int = 0
+    # Unused since the set verdict combines the tiles' p-values; kept so older bundles load.
     set_verdict_projections: int = Field(default=256, ge=1)
     set_bootstrap_sets: int = Field(default=199, ge=19)
     measured: OODMeasured | None = None
@@ -203,11 +204,6 @@ class OODCalibration(_Strict):
             raise ValueError(
                 f"expected fine_tuning_region among reference_regions {self.reference_regions}, "
                 f"found {self.fine_tuning_region!r}"
-            )
-        if self.set_verdict_projections > self.n_projections:
-            raise ValueError(
-                f"expected set_verdict_projections <= n_projections ({self.n_projections}), "
-                f"found {self.set_verdict_projections}"
             )
         return self
 

@@ -124,14 +124,17 @@ class SceneOODResult(_Response):
     swd_by_region: dict[str, float] = Field(
         description="Set-level SWD_2 of the scene's tile embeddings to each region."
     )
-    nearest_region: str
+    nearest_region: str = Field(description="Region with the smallest set-level SWD_2.")
     score: float = Field(description="Set SWD_2 to the fine-tuning region.")
     p_value: float = Field(
-        description="Rank of the scene's SWD among random in-distribution sets of its size."
+        description="One-sided rank-sum (Mann-Whitney) test of the scene's tile scores against "
+        "the calibration scores: exact for tiles drawn at random from the calibration region; "
+        "spatially correlated tiles make it overconfident (see the docs for measured rates)."
     )
     unreliable: bool = Field(
-        description="p_value < alpha. Tiles of a scene are spatially correlated, so read it "
-        "together with unreliable_tile_share."
+        description="p_value < alpha. For scenes of tiles drawn at random from the "
+        "calibration region, at most a fraction alpha is flagged; contiguous scenes are "
+        "flagged more often. Read it with unreliable_tile_share."
     )
 
 
