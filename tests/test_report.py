@@ -169,3 +169,21 @@ def test_render_only_names_a_missing_report(data, tmp_path, capsys):
     argv = ["--data", str(data), "--out", str(tmp_path), "--render-only"]
     assert report_main(argv) == 2
     assert "report.json" in capsys.readouterr().err
+
+
+def test_a_win_needs_a_margin():
+    from training.report.markdown import compare_rmse, verdict_cell
+
+    # The case: 4.44 +/- 0.18 vs 4.51 +/- 0.10 over 3 seeds is a tie, not a win.
+    row = {
+        "seeds": 3,
+        "rmse_scratch": 4.51,
+        "rmse_scratch_std": 0.10,
+        "rmse_pretrained": 4.44,
+        "rmse_pretrained_std": 0.18,
+    }
+    assert compare_rmse(row) == "tie" and "**" not in verdict_cell(row)
+    assert compare_rmse(row | {"rmse_pretrained": 4.20}) == "pre-trained better"
+    assert verdict_cell(row | {"rmse_pretrained": 4.20}).startswith("**")
+    assert compare_rmse(row | {"rmse_pretrained": 4.90}) == "from scratch better"
+    assert compare_rmse(row | {"seeds": 1}) == "one seed: no margin"

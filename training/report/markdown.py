@@ -44,9 +44,41 @@ def table(header: list[str], rows: list[list[Any]]) -> list[str]:
     return lines
 
 
+PRETRAINED_BETTER = "pre-trained better"
+SCRATCH_BETTER = "from scratch better"
+TIE = "tie"
+ONE_SEED = "one seed: no margin"
+
+
+def combined_standard_error(row: dict[str, Any]) -> float | None:
+    """Standard error of the difference of the two mean RMSEs of a Table 2 row (None: 1 seed).
+
+    The row's ``*_std`` are population standard deviations over ``seeds`` runs, so each mean's
+    standard error is ``std / sqrt(seeds - 1)``.
+    """
+    n = int(row["seeds"])
+    if n < 2:
+        return None
+    return math.sqrt((row["rmse_scratch_std"] ** 2 + row["rmse_pretrained_std"] ** 2) / (n - 1))
+
+
+def compare_rmse(row: dict[str, Any]) -> str:
+    """A win needs the gap of the means to exceed their combined standard error; else a tie."""
+    margin = combined_standard_error(row)
+    if margin is None:
+        return ONE_SEED
+    gap = row["rmse_scratch"] - row["rmse_pretrained"]
+    if gap > margin:
+        return PRETRAINED_BETTER
+    if -gap > margin:
+        return SCRATCH_BETTER
+    return TIE
+
+
 def check_targets(result: ModalityResult, config: ReportConfig) -> dict[str, Any]:
     """The issue's targets on this modality, each with its figures and a pass flag."""
-    wins = [r["region"] for r in result.table2 if r["rmse_pretrained"] < r["rmse_scratch"]]
+    verdicts = {r["region"]: compare_rmse(r) for r in result.table2}
+    wins = [region for region, v in verdicts.items() if v == PRETRAINED_BETTER]
     half_std = {
         r["region"]: (r["rmse_pretrained"], 0.5 * r["test_label_std"]) for r in result.table2
     }
@@ -71,6 +103,7 @@ def check_targets(result: ModalityResult, config: ReportConfig) -> dict[str, Any
     return {
         "pretrained_beats_scratch": {
             "regions": wins,
+            "verdicts": verdicts,
             "pass": len(wins) >= min(3, len(result.table2)),
         },
         "in_region_rmse_below_half_std": {
@@ -95,6 +128,15 @@ def check_targets(result: ModalityResult, config: ReportConfig) -> dict[str, Any
     }
 
 
+def verdict_cell(row: dict[str, Any]) -> str:
+    """``gap / SE: verdict``, bold only for a win of pre-training by more than the margin."""
+    verdict = compare_rmse(row)
+    margin = combined_standard_error(row)
+    gap = row["rmse_scratch"] - row["rmse_pretrained"]
+    text = f"{fmt(gap)} / {fmt(margin)}: {verdict}" if margin is not None else verdict
+    return f"**{text}**" if verdict == PRETRAINED_BETTER else text
+
+
 def modality_section(result: ModalityResult, config: ReportConfig) -> list[str]:
     """The report section of one modality."""
     m = result.modality
@@ -116,6 +158,7 @@ def modality_section(result: ModalityResult, config: ReportConfig) -> list[str]:
                 "test label std",
                 "scratch RMSE",
                 "pre-trained RMSE",
+                "gap / combined SE",
                 "paper scratch",
                 "paper pre-trained",
             ],
@@ -127,6 +170,7 @@ def modality_section(result: ModalityResult, config: ReportConfig) -> list[str]:
                     fmt(r["test_label_std"]),
                     f"{fmt(r['rmse_scratch'])} +/- {fmt(r['rmse_scratch_std'])}",
                     f"{fmt(r['rmse_pretrained'])} +/- {fmt(r['rmse_pretrained_std'])}",
+                    verdict_cell(r),
                     fmt(paper2["scratch"].get(r["region"])),
                     fmt(paper2["pretrained"].get(r["region"])),
                 ]
@@ -224,10 +268,10 @@ def targets_section(checks: dict[str, dict[str, Any]]) -> list[str]:
         tick = {True: "met", False: "**not met**"}
         worst = check["unseen_region_worst"]
         lines += [
-            f"- {modality.upper()}: pre-trained beats from scratch in "
-            f"{len(check['pretrained_beats_scratch']['regions'])} regions "
-            f"({', '.join(check['pretrained_beats_scratch']['regions']) or 'none'}): "
-            f"{tick[check['pretrained_beats_scratch']['pass']]} (target >= 3 of 4).",
+            f"- {modality.upper()}: pre-trained beats from scratch by more than the combined "
+            f"standard error in {len(check['pretrained_beats_scratch']['regions'])} regions "
+            f"({', '.join(check['pretrained_beats_scratch']['regions']) or 'none'}; ties count "
+            f"as no win): {tick[check['pretrained_beats_scratch']['pass']]} (target >= 3 of 4).",
             f"- {modality.upper()}: in-region RMSE <= half the test-label std: "
             + ", ".join(
                 f"{r} {fmt(a)} vs {fmt(b)}"
