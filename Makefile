@@ -31,7 +31,7 @@ models: $(STAMP)
 	$(PY) -m training.models_pipeline --data $(DATA) --runs $(RUNS) --models models
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check sarveg training serving tests bench
+	$(VENV)/bin/ruff check sarveg training serving tests bench testkit
 
 clean-venv:
 	rm -rf $(VENV)

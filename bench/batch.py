@@ -141,7 +141,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="sarveg-bench-batch-"))
     try:
         if args.tiny:
-            from tests.bundle_factory import build_bundle
+            from testkit.bundles import build_bundle
 
             model_dir = build_bundle(work / "models", "s1grd").directory
         else:
@@ -180,7 +180,7 @@ def main() -> None:
         )
         print(f"  {'sarveg predict, whole command':<44}{whole:>9.1f}   ratio {whole / raw:.2f}")
         if args.floor and not args.tiny:
-            from tests.bundle_factory import build_bundle
+            from testkit.bundles import build_bundle
 
             tiny_dir = build_bundle(work / "floor-models", modality).directory
             _, _, tiny_summary = run_command(

@@ -19,7 +19,7 @@ bundles of ``tests/bundle_factory.py`` in a temporary folder), then prints side 
   processes after a warm-up and at the end; target: zero errors, growth under 10 %.
 
 The client runs on the same machine (aiohttp, one process) and takes CPU from the server, so
-the HTTP figures are pessimistic on a small machine. Tiles are synthetic (``tests.tile_factory``).
+the HTTP figures are pessimistic on a small machine. Tiles are synthetic (``testkit.tiles``).
 
 The floor (skip with ``--no-floor``): the same client at concurrency 16 against
 ``bench/echo_service.py``, a BentoML endpoint with ``/predict``'s upload that only reads the file.
@@ -61,9 +61,9 @@ sys.path.insert(0, str(ROOT))
 from sarveg import bands  # noqa: E402
 from serving.decoding import DecodeLimits  # noqa: E402
 from serving.predictor import Predictor  # noqa: E402
-from tests.hostile_files import sparse_bomb  # noqa: E402
-from tests.server_process import free_port, start_server, stop_server  # noqa: E402
-from tests.tile_factory import coherence_x100, s1grd_db, write_geotiff  # noqa: E402
+from testkit.hostile import sparse_bomb  # noqa: E402
+from testkit.server import free_port, start_server, stop_server  # noqa: E402
+from testkit.tiles import coherence_x100, s1grd_db, write_geotiff  # noqa: E402
 
 CONCURRENCY = (1, 4, 16)
 # The bench's own decoding (probe and raw baseline) runs in-process: no children to manage.
@@ -520,7 +520,7 @@ def main() -> int:
         workdir = Path(tmp)
         models = args.models
         if args.tiny:
-            from tests.bundle_factory import build_bundles
+            from testkit.bundles import build_bundles
 
             build_bundles(workdir / "models")
             models = str(workdir / "models")

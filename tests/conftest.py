@@ -48,8 +48,8 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     """Start ``bentoml serve`` on the tiny bundles (small upload caps); yield it."""
     import requests
 
-    from tests.bundle_factory import build_bundles
-    from tests.server_process import free_port, start_server, stop_server
+    from testkit.bundles import build_bundles
+    from testkit.server import free_port, start_server, stop_server
 
     root = tmp_path_factory.mktemp("serve")
     build_bundles(root / "models")

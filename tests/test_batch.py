@@ -27,10 +27,10 @@ from serving.batch_ray import ray_available
 from serving.predictor import Predictor
 from serving.runtime import CPU
 from serving.scenes import MAP_BANDS
-from tests.bundle_factory import SOURCE_TILE_PX, build_bundles
+from testkit.bundles import SOURCE_TILE_PX, build_bundles
+from testkit.tiles import coherence_x100, s1grd_db, write_geotiff, write_gssic_netcdf4
 from tests.test_predictor import crashing_netcdf, utm_scene
 from tests.test_serving_no_torch import run_blocked
-from tests.tile_factory import coherence_x100, s1grd_db, write_geotiff, write_gssic_netcdf4
 
 N_SIM_TILES = 20
 

@@ -10,7 +10,7 @@ import pytest
 
 from sarveg.dataset import index_dataset, read_index_csv, region_of, write_index_csv
 from sarveg.labels import read_label, vegetation_pct_from_codes
-from tests.tile_factory import write_geotiff, write_layout
+from testkit.tiles import write_geotiff, write_layout
 
 IDS = [f"{i:013x}" for i in range(1, 7)]
 

@@ -21,10 +21,10 @@ from sarveg import TileError, bands, read_tile
 from serving.decoding import DecodeLimits, DecoderPool, ModelSpec
 from serving.predictor import Predictor
 from serving.runtime import CPU
-from tests import hostile_files as hf
-from tests.bundle_factory import INPUT_SIZE, SOURCE_TILE_PX, build_bundles
+from testkit import hostile as hf
+from testkit.bundles import INPUT_SIZE, SOURCE_TILE_PX, build_bundles
+from testkit.tiles import coherence_x100, s1grd_db, write_geotiff
 from tests.conftest import Served
-from tests.tile_factory import coherence_x100, s1grd_db, write_geotiff
 
 SPECS = {
     "s1grd": ModelSpec(INPUT_SIZE, SOURCE_TILE_PX),

@@ -27,8 +27,8 @@ from serving.predictor import MODELS_ENV, Predictor, find_bundle_dirs
 from serving.runtime import CPU, ModelOutputs, choose_providers, gpu_present
 from serving.scenes import MAP_BANDS
 from serving.schemas import ServiceLimits
-from tests.bundle_factory import INPUT_SIZE, SOURCE_TILE_PX, build_bundle, region_tiles
-from tests.tile_factory import (
+from testkit.bundles import INPUT_SIZE, SOURCE_TILE_PX, build_bundle, region_tiles
+from testkit.tiles import (
     coherence_x100,
     s1grd_db,
     write_geotiff,

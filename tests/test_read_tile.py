@@ -10,7 +10,7 @@ import rasterio
 
 from sarveg import TileError, bands, read_tile
 from sarveg.tiles import derive_s1grd_channels
-from tests.tile_factory import (
+from testkit.tiles import (
     coherence_x100,
     s1grd_db,
     write_geotiff,

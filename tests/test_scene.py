@@ -9,7 +9,7 @@ import pytest
 
 from sarveg import TileError, bands, read_tile
 from sarveg.scene import open_scene
-from tests.tile_factory import s1grd_db, write_geotiff
+from testkit.tiles import s1grd_db, write_geotiff
 
 
 def test_scene_grid_and_transforms(tmp_path: Path) -> None:

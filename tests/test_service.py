@@ -20,15 +20,15 @@ from rasterio.io import MemoryFile
 from rasterio.transform import from_bounds
 
 from sarveg import bands
-from tests.bundle_factory import SOURCE_TILE_PX, build_bundles, region_tiles
-from tests.conftest import SCENE_UPLOAD_CAP_MB, UPLOAD_CAP_MB, Served
-from tests.tile_factory import (
+from testkit.bundles import SOURCE_TILE_PX, build_bundles, region_tiles
+from testkit.tiles import (
     BOUNDS,
     coherence_x100,
     s1grd_db,
     write_geotiff,
     write_gssic_netcdf4,
 )
+from tests.conftest import SCENE_UPLOAD_CAP_MB, UPLOAD_CAP_MB, Served
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -9,8 +9,8 @@ import textwrap
 from pathlib import Path
 
 from sarveg import bands
-from tests.bundle_factory import build_bundle
-from tests.tile_factory import s1grd_db, write_geotiff
+from testkit.bundles import build_bundle
+from testkit.tiles import s1grd_db, write_geotiff
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -38,13 +38,13 @@ from sarveg.reference import RegionReference, save_reference
 
 EMBEDDING_SIZE = 16
 INPUT_SIZE = 16
-SOURCE_TILE_PX = 24  # tests.tile_factory.SIDE: a tile written by the factory is one window
+SOURCE_TILE_PX = 24  # testkit.tiles.SIDE: a tile written by the factory is one window
 REGIONS: tuple[str, ...] = ("europe", "china", "conus", "south_america")
 FINE_TUNING_REGION = "europe"
 OPSET = 17
 
 # Per region, the mean of a tile's channel means (tiles scatter around it): S1GRD VV and the
-# VV - VH gap in dB; GSSIC coherence at 12 and 24 days. Europe matches tests.tile_factory.
+# VV - VH gap in dB; GSSIC coherence at 12 and 24 days. Europe matches testkit.tiles.
 S1GRD_REGION_DB: dict[str, tuple[float, float]] = {
     "europe": (-11.0, 7.0),
     "china": (-15.0, 9.0),

@@ -1,5 +1,8 @@
-"""Hostile and odd uploads, written by code: NetCDF4 files that point at server files, header
-bombs, types and structures the readers must refuse, and a seeded mutator for fuzzing."""
+"""Hostile and odd uploads, written by code.
+
+NetCDF4 files that point at server files, header bombs, types and structures the readers must
+refuse, and a seeded mutator for fuzzing.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +16,7 @@ import rasterio
 from rasterio.transform import from_bounds
 
 from sarveg import bands
-from tests.tile_factory import BOUNDS, coherence_x100
+from testkit.tiles import BOUNDS, coherence_x100
 
 SIDE = 32
 MARKER_BYTE = 0xC8  # decodes to coherence 2.0 (uint8 x 100): it would show in a range message
