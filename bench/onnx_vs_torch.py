@@ -6,8 +6,11 @@
 Both engines get 2 intra-op threads and run the same forward (vegetation %, embedding,
 attention) on the same tiles, at batch 1 and 16, in the same process; timing windows alternate
 between the engines (median of ``--repeats``) so load from other processes hits both alike.
-ONNX Runtime runs twice: with the session options serving uses (worker threads sleep between
-ops) and with ONNX Runtime's default spinning threads. Target: ORT >= 1.3x eager.
+ONNX Runtime runs the bundle's graph twice: with the session options serving uses (worker threads
+sleep between ops) and with ONNX Runtime's default spinning threads; and, with the serving
+options, the fp32 graph exported from the same checkpoint (``export_onnx``, no quantisation),
+so that the runtime's gain (fp32 ORT vs eager) and quantisation's (bundle graph vs fp32 ORT) are
+shown apart. Target: ORT >= 1.3x eager.
 The tiles are random values drawn around the bundle's normalisation statistics (speed does not
 depend on content) with a nodata corner.
 """
@@ -18,6 +21,7 @@ import argparse
 import os
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -25,7 +29,7 @@ import numpy as np
 import torch
 
 from sarveg.bundle import load_bundle
-from training.onnx_export import ExportGraph, make_session, measure_throughput
+from training.onnx_export import ExportGraph, export_onnx, make_session, measure_throughput
 from training.regressor import load_finetuned
 
 THREADS = 2
@@ -51,6 +55,10 @@ def main(argv: list[str]) -> int:
     graph = ExportGraph(finetuned.model.eval()).eval()
     session = make_session(bundle.model_path, threads=THREADS)
     spinning = make_session(bundle.model_path, threads=THREADS, spinning=True)
+    with tempfile.TemporaryDirectory(prefix="sarveg-fp32-") as tmp:
+        fp32_path = Path(tmp) / "fp32.onnx"
+        export_onnx(finetuned.model.eval(), fp32_path)
+        fp32 = make_session(fp32_path, threads=THREADS)
 
     rng = np.random.default_rng(0)
     mean = np.array(manifest.normalisation.mean, np.float32).reshape(1, -1, 1, 1)
@@ -68,6 +76,9 @@ def main(argv: list[str]) -> int:
 
     def run_spinning(batch: np.ndarray) -> object:
         return spinning.run(None, {"tiles": batch})
+
+    def run_fp32(batch: np.ndarray) -> object:
+        return fp32.run(None, {"tiles": batch})
 
     with torch.inference_mode():
         expected = [t.numpy() for t in graph(torch.from_numpy(tiles))]
@@ -97,6 +108,7 @@ def main(argv: list[str]) -> int:
         for _ in range(args.repeats):
             for name, run in (
                 ("torch", run_torch),
+                ("fp32", run_fp32),
                 ("onnx", run_onnx),
                 ("spinning", run_spinning),
             ):
@@ -107,11 +119,16 @@ def main(argv: list[str]) -> int:
     print(f"{'':<22}{'batch 1':>12}{'batch 16':>12}   (tiles/s)")
     rows = (
         ("PyTorch eager", "torch"),
-        ("ORT serving options", "onnx"),
-        ("ORT spinning", "spinning"),
+        ("ORT fp32 graph", "fp32"),
+        (f"ORT {variant} graph", "onnx"),
+        (f"ORT {variant}, spinning", "spinning"),
     )
     for label, name in rows:
         print(f"{label:<22}{median[name, 1]:>12.1f}{median[name, 16]:>12.1f}")
+    runtime = [median["fp32", b] / median["torch", b] for b in (1, 16)]
+    quantised = [median["onnx", b] / median["fp32", b] for b in (1, 16)]
+    print(f"{'runtime: fp32 / eager':<22}{runtime[0]:>11.2f}x{runtime[1]:>11.2f}x")
+    print(f"{f'graph: {variant} / fp32':<22}{quantised[0]:>11.2f}x{quantised[1]:>11.2f}x")
     for name, label in (("onnx", "serving options"), ("spinning", "spinning threads")):
         ratios = [median[name, b] / median["torch", b] for b in (1, 16)]
         verdict = "met" if min(ratios) >= TARGET_RATIO else "NOT met"
