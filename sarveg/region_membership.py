@@ -71,22 +71,29 @@ class _RegionKnn:
         self.loo_kth = loo[:, -1]  # (n,)
         self.loo_score = self.loo_sum / self.k  # (n,)
 
-    def score_and_p(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """k-NN distances ``(B, k)`` (nearest first), score ``(B,)`` and p-value ``(B,)``."""
-        distances = np.sqrt(_squared_distances(x - self.centre, self.embedding, self.norms))
-        k = self.k
-        nearest = np.sort(np.partition(distances, k - 1, axis=1)[:, :k], axis=1)  # (B, k)
-        score = nearest.mean(axis=1, dtype=np.float64)  # (B,)
-        # Reference tile i's score once the new tile joins: its k-th neighbour is replaced by
-        # the new tile when that is closer.
-        joined = np.where(
-            distances < self.loo_kth,
-            (self.loo_sum - self.loo_kth + distances) / k,
-            self.loo_score,
-        )  # (B, n)
-        at_least = np.count_nonzero(joined >= score[:, None], axis=1)
-        n = self.embedding.shape[0]
-        return nearest, score, (1.0 + at_least) / (n + 1.0)
+    def score_and_p(self, distances: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """k-NN distances ``(B, k)``, score ``(B,)`` and p-value ``(B,)`` of tiles.
+
+        Args:
+            distances: ``(B, n)`` distances of the tiles to this region's reference tiles.
+        """
+        return _score_and_p(distances, self.k, self.loo_sum, self.loo_kth, self.loo_score)
+
+
+def _score_and_p(
+    distances: np.ndarray, k: int, loo_sum: np.ndarray, loo_kth: np.ndarray, loo_score: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The full-conformal step over the last axis of ``distances (..., n)``.
+
+    The reference tiles' leave-one-out sums, k-th distances and scores broadcast against it.
+    """
+    nearest = np.sort(np.partition(distances, k - 1, axis=-1)[..., :k], axis=-1)  # (..., k)
+    score = nearest.mean(axis=-1, dtype=np.float64)  # (...,)
+    # Reference tile i's score once the new tile joins: its k-th neighbour is replaced by the
+    # new tile when that is closer.
+    joined = np.where(distances < loo_kth, (loo_sum - loo_kth + distances) / k, loo_score)
+    at_least = np.count_nonzero(joined >= score[..., None], axis=-1)
+    return nearest, score, (1.0 + at_least) / (distances.shape[-1] + 1.0)
 
 
 @dataclass(frozen=True, eq=False)
@@ -122,6 +129,20 @@ class RegionMembership:
         self.alpha = alpha
         self._knn = [_RegionKnn(np.asarray(regions[r].embedding), k) for r in self.regions]
         self.k = min(knn.k for knn in self._knn)
+        # All references in one matrix: one product per batch instead of one per region.
+        stacked = np.concatenate([knn.embedding + knn.centre for knn in self._knn])  # (N, D)
+        self._centre = stacked.mean(axis=0, dtype=np.float64).astype(np.float32)
+        self._stacked = stacked - self._centre
+        self._norms = np.sum(self._stacked**2, axis=1)  # (N,)
+        sizes = [knn.embedding.shape[0] for knn in self._knn]
+        self._bounds = np.concatenate([[0], np.cumsum(sizes)])
+        # Equal-sized references (as bundles store them): every region in one array operation.
+        self._equal = len(set(sizes)) == 1 and len({knn.k for knn in self._knn}) == 1
+        if self._equal:
+            self._loo = tuple(
+                np.stack([getattr(knn, name) for knn in self._knn])  # (R, n)
+                for name in ("loo_sum", "loo_kth", "loo_score")
+            )
 
     def _vote(self, nearest: list[np.ndarray]) -> list[int]:
         """Pooled k-NN vote from each region's ``(B, k)`` nearest distances: region indices."""
@@ -142,7 +163,20 @@ class RegionMembership:
         scores, p_values, votes = [], [], []
         for start in range(0, x.shape[0], KNN_BLOCK_ROWS):
             block = x[start : start + KNN_BLOCK_ROWS]
-            parts = [knn.score_and_p(block) for knn in self._knn]
+            distances = np.sqrt(
+                _squared_distances(block - self._centre, self._stacked, self._norms)
+            )
+            if self._equal:
+                by_region = distances.reshape(len(block), len(self._knn), -1)  # (b, R, n)
+                nearest, score, p = _score_and_p(by_region, self.k, *self._loo)
+                scores.append(score)
+                p_values.append(p)
+                votes.extend(self._vote(list(nearest.transpose(1, 0, 2))))
+                continue
+            parts = [
+                knn.score_and_p(distances[:, self._bounds[i] : self._bounds[i + 1]])
+                for i, knn in enumerate(self._knn)
+            ]
             scores.append(np.stack([s for _, s, _ in parts], axis=1))
             p_values.append(np.stack([p for _, _, p in parts], axis=1))
             votes.extend(self._vote([d[:, : self.k] for d, _, _ in parts]))

@@ -83,3 +83,16 @@ def test_validity_on_exchangeable_tiles() -> None:
     p_all = np.concatenate(p)
     for alpha in (0.05, 0.1, 0.2):  # the pooled rate's sd is ~0.006 at alpha 0.2
         assert alpha - 0.02 <= np.mean(p_all < alpha) <= alpha + 0.02, alpha
+
+
+def test_unequal_references_give_each_region_alone() -> None:
+    rng = np.random.default_rng(4)
+    refs = {"a": rng.normal(size=(50, 6)), "b": rng.normal(1.0, 2.0, size=(80, 6))}
+    tiles = rng.normal(0.5, 1.5, size=(7, 6))
+    both = RegionMembership({r: region(e) for r, e in refs.items()}, k=5, alpha=0.1).score(tiles)
+    for column, (name, embedding) in enumerate(refs.items()):
+        alone = RegionMembership({name: region(embedding)}, k=5, alpha=0.1).score(tiles)
+        np.testing.assert_allclose(both.p_value[:, column], alone.p_value[:, 0])
+        np.testing.assert_allclose(
+            both.knn_distance[:, column], alone.knn_distance[:, 0], rtol=1e-5
+        )
