@@ -11,6 +11,7 @@ something to separate. Everything here is synthetic.
 
 from __future__ import annotations
 
+import shutil
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -82,20 +83,26 @@ def normalisation(modality: str) -> Normalisation:
     return Normalisation(mean=[0.5] * 4 + [0.4] * 4, std=[0.2] * 8)
 
 
-def build_graph(modality: str, seed: int = 0) -> onnx.ModelProto:
-    """Return the tiny ONNX model for ``modality``."""
+def build_graph(
+    modality: str,
+    seed: int = 0,
+    *,
+    embedding_size: int = EMBEDDING_SIZE,
+    stats: Normalisation | None = None,
+) -> onnx.ModelProto:
+    """Return the tiny ONNX model for ``modality`` (a pooled linear map: nearly free to run)."""
     n_channels = len(bands.CHANNELS[modality])
-    stats = normalisation(modality)
+    stats = stats or normalisation(modality)
     rng = np.random.default_rng(seed)
     weights = {
         "mean": np.array(stats.mean, np.float32).reshape(1, n_channels, 1, 1),
         "std": np.array(stats.std, np.float32).reshape(1, n_channels, 1, 1),
         "zero": np.zeros((), np.float32),
-        "w_embed": (rng.standard_normal((n_channels, EMBEDDING_SIZE)) / np.sqrt(n_channels)).astype(
+        "w_embed": (rng.standard_normal((n_channels, embedding_size)) / np.sqrt(n_channels)).astype(
             np.float32
         ),
-        "b_embed": (0.1 * rng.standard_normal(EMBEDDING_SIZE)).astype(np.float32),
-        "w_head": (rng.standard_normal((EMBEDDING_SIZE, 1)) / np.sqrt(EMBEDDING_SIZE)).astype(
+        "b_embed": (0.1 * rng.standard_normal(embedding_size)).astype(np.float32),
+        "w_head": (rng.standard_normal((embedding_size, 1)) / np.sqrt(embedding_size)).astype(
             np.float32
         ),
         "hundred": np.array(100.0, np.float32),
@@ -125,7 +132,7 @@ def build_graph(modality: str, seed: int = 0) -> onnx.ModelProto:
         [
             helper.make_tensor_value_info("vegetation_pct", TensorProto.FLOAT, ["batch"]),
             helper.make_tensor_value_info(
-                "embedding", TensorProto.FLOAT, ["batch", EMBEDDING_SIZE]
+                "embedding", TensorProto.FLOAT, ["batch", embedding_size]
             ),
         ],
         initializer=[numpy_helper.from_array(v, name=k) for k, v in weights.items()],
@@ -254,3 +261,25 @@ def build_bundle(
 def build_bundles(root: str | Path, seed: int = 0) -> list[Bundle]:
     """Write one S1GRD and one GSSIC tiny bundle under ``root``."""
     return [build_bundle(root, m, seed=seed) for m in bands.MODALITIES]
+
+
+def build_stub_like(bundle_dir: str | Path, out_dir: str | Path) -> Path:
+    """A copy of a real bundle whose graph costs almost nothing: for decode floors.
+
+    Same bands, input size, tile size, embedding size, normalisation, reference set and OOD
+    calibration as ``bundle_dir``, so decoding, resampling and OOD scoring cost what they cost
+    with the real bundle; only the model call is (nearly) free. Its predictions are meaningless.
+    """
+    source = load_bundle(bundle_dir)
+    manifest = source.manifest
+    out = Path(out_dir)
+    shutil.copytree(source.directory, out)
+    graph = build_graph(
+        manifest.modality, embedding_size=manifest.embedding_size, stats=manifest.normalisation
+    )
+    onnx.save(graph, out / MODEL_FILE)
+    stub = manifest.model_copy(
+        update={"name": f"{manifest.name}-stub", "outputs": ["vegetation_pct", "embedding"]}
+    )
+    finalise_bundle(out, stub)
+    return out
