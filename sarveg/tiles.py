@@ -32,6 +32,16 @@ from rasterio.errors import NotGeoreferencedWarning, RasterioError
 from rasterio.io import DatasetReader, MemoryFile
 
 from sarveg import bands
+from sarveg.dual_pol import (
+    DUAL_POL_NAMES,
+    IGNORED_NAMES,
+    InputInfo,
+    check_units,
+    detect_units,
+    find_date,
+    replicate_seasons,
+    to_db,
+)
 from sarveg.errors import TileError
 
 MIN_SIDE_PX = 16
@@ -80,6 +90,8 @@ class Tile:
         crs: coordinate reference system of the raster (EPSG:4326 assumed for NetCDF without one).
         transform: affine pixel-to-CRS transform.
         encoding: how the source stored the values, e.g. ``"s1grd-16band-uint16-db"``.
+        input: what the reader assumed (single date or composite, units and where they came
+            from, the acquisition date when known).
 
     """
 
@@ -89,6 +101,7 @@ class Tile:
     crs: CRS | None
     transform: Affine
     encoding: str
+    input: InputInfo | None = None
 
     @property
     def bounds(self) -> tuple[float, float, float, float]:
@@ -139,6 +152,8 @@ def read_tile(
     *,
     modality: str | None = None,
     max_pixels: int = MAX_TILE_PIXELS,
+    units: str | None = None,
+    name: str | None = None,
 ) -> Tile:
     """Read a tile from a path or from in-memory bytes.
 
@@ -148,6 +163,10 @@ def read_tile(
         modality: ``"s1grd"`` or ``"gssic"`` to insist on one; None infers it from the bands.
         max_pixels: refuse rasters declaring more pixels (height x width) than this, before
             decoding any pixel.
+        units: ``"db"``, ``"power"`` or ``"amplitude"`` for a two-band VV/VH file; None detects
+            them from the values (other layouts have fixed units).
+        name: the file's name, searched for an acquisition date (a path's own name is used
+            when ``source`` is a path).
 
     Returns:
         The decoded ``Tile`` in model channel order.
@@ -158,11 +177,19 @@ def read_tile(
 
     """
     check_modality(modality)
+    units = check_units(units)
+    if name is None and isinstance(source, str | Path):
+        name = Path(source).name
     with open_raster(source) as (dataset, kind):
         if kind == "netcdf":
+            if units is not None:
+                raise TileError(
+                    f"units={units} applies to two-band VV/VH GeoTIFFs: expected no units for "
+                    "a GSSIC NetCDF (coherence), found one"
+                )
             tile = decode_gssic_netcdf(dataset, max_pixels)
         else:
-            tile = decode_geotiff(dataset, max_pixels)
+            tile = decode_geotiff(dataset, max_pixels, units, name)
     if modality is not None and tile.modality != modality:
         raise TileError(
             f"expected a {modality} tile, found {tile.modality} bands "
@@ -309,7 +336,8 @@ class BandLayout:
     @property
     def encoding(self) -> str:
         """A short description such as ``s1grd-16band-uint16-db``."""
-        suffix = "" if self.modality == "gssic" else "-db"
+        # Two-band VV/VH files carry dB, power or amplitude: the input block says which.
+        suffix = "" if self.modality == "gssic" or self.name == "s1grd-2band" else "-db"
         return f"{self.name}-{self.dtype.name}{suffix}"
 
 
@@ -332,6 +360,17 @@ def identify_layout(dataset: DatasetReader) -> BandLayout:
     """Match a GeoTIFF's bands to a known layout by description, or by count without any."""
     names = normalised_descriptions(dataset)
     count = dataset.count
+    if names is not None and set(DUAL_POL_NAMES) <= set(names):
+        extra = sorted(set(names) - set(DUAL_POL_NAMES) - IGNORED_NAMES)
+        if not extra:
+            indexes = tuple(names.index(n) + 1 for n in DUAL_POL_NAMES)
+            dtype = band_dtype(dataset, indexes, "s1grd")
+            if dtype.kind != "f":
+                raise TileError(
+                    "unsupported data type for a VV/VH file: expected float32 or float64 (dB, "
+                    f"linear power or amplitude), found {dtype.name}"
+                )
+            return BandLayout("s1grd-2band", indexes, dtype)
     if names is not None:
         layout = next(
             (key for key, expected in GEOTIFF_LAYOUTS.items() if set(expected) <= set(names)),
@@ -339,7 +378,8 @@ def identify_layout(dataset: DatasetReader) -> BandLayout:
         )
         if layout is None:
             raise TileError(
-                "unrecognised band names: expected the 16 geetiles S1GRD bands "
+                "unrecognised band names: expected VV and VH (a single acquisition, optionally "
+                "with angle), the 16 geetiles S1GRD bands "
                 f"({', '.join(bands.S1GRD_RAW_BANDS[:2])}, ...), the 12 S1GRD model channels or "
                 f"the 8 GSSIC channels ({', '.join(bands.GSSIC_CHANNELS[:2])}, ...); "
                 f"found {count} bands named {', '.join(n or '<none>' for n in names[:6])}"
@@ -350,7 +390,8 @@ def identify_layout(dataset: DatasetReader) -> BandLayout:
         if count not in by_count:
             raise TileError(
                 "wrong band count: expected 16 (geetiles S1GRD), 12 (S1GRD model channels) or "
-                f"8 (GSSIC) bands, found {count} bands without names"
+                f"8 (GSSIC) bands, or two bands named VV and VH, found {count} bands without "
+                "names"
             )
         layout = by_count[count]
         names = list(GEOTIFF_LAYOUTS[layout])
@@ -359,26 +400,64 @@ def identify_layout(dataset: DatasetReader) -> BandLayout:
     return BandLayout(layout, indexes, band_dtype(dataset, indexes, modality))
 
 
-def decode_bands(raw: np.ndarray, layout: BandLayout) -> np.ndarray:
-    """Decode stored values of ``layout`` (``(len(indexes), H, W)``) to model channels."""
+def decode_bands(raw: np.ndarray, layout: BandLayout, units: str | None = None) -> np.ndarray:
+    """Decode stored values of ``layout`` (``(len(indexes), H, W)``) to model channels.
+
+    ``units`` applies to the two-band VV/VH layout only (None: detected from the values).
+    """
+    if layout.name == "s1grd-2band":
+        return decode_dual_pol(raw, units)[0]
     if layout.modality == "gssic":
         return decode_coherence(raw, layout.dtype)
     array = decode_sigma0_db(raw, layout.dtype)
     return ascending_to_channels(array) if layout.name == "s1grd-16band" else array
 
 
-def decode_geotiff(dataset: DatasetReader, max_pixels: int) -> Tile:
+def decode_dual_pol(raw: np.ndarray, units: str | None) -> tuple[np.ndarray, str, str]:
+    """``(2, H, W)`` stored VV/VH to the 12 model channels; also the units and their source."""
+    values = raw.astype(np.float32, copy=True)
+    values[:, np.all(values == 0, axis=0)] = np.nan  # both bands 0: the export's mask
+    source = "declared" if units is not None else "detected"
+    units = units or detect_units(values[0], values[1])
+    return replicate_seasons(to_db(values, units)), units, source
+
+
+def decode_geotiff(
+    dataset: DatasetReader, max_pixels: int, units: str | None = None, name: str | None = None
+) -> Tile:
     """Identify the band layout of a GeoTIFF and decode the whole raster to model channels."""
     check_shape(dataset, max_pixels)
     layout = identify_layout(dataset)
     raw = read_all(dataset, list(layout.indexes))  # (C, H, W)
+    if layout.name == "s1grd-2band":
+        array, units, source = decode_dual_pol(raw, units)
+        tags = dataset.tags()
+        date = find_date(
+            *(tags.get(k) for k in sorted(tags) if "time" in k.lower() or "date" in k.lower()), name
+        )
+        info = InputInfo("single_date", layout.name, units, source, "replicated", date)
+    else:
+        if units not in (None, "db") and layout.modality == "s1grd":
+            raise TileError(
+                f"units={units} applies to two-band VV/VH files: expected dB for the "
+                f"{layout.name} layout (geetiles stores dB), found units={units}"
+            )
+        if units is not None and layout.modality == "gssic":
+            raise TileError(
+                f"units={units} applies to two-band VV/VH files: expected none for GSSIC "
+                "coherence, found one"
+            )
+        array = decode_bands(raw, layout)
+        fixed = "coherence" if layout.modality == "gssic" else "db"
+        info = InputInfo("seasonal_composite", layout.name, fixed, "layout", "per band")
     return Tile(
-        array=decode_bands(raw, layout),
+        array=array,
         band_names=bands.CHANNELS[layout.modality],
         modality=layout.modality,
         crs=dataset.crs,
         transform=dataset.transform,
         encoding=layout.encoding,
+        input=info,
     )
 
 
@@ -541,6 +620,7 @@ def decode_gssic_netcdf(dataset: DatasetReader, max_pixels: int) -> Tile:
         crs=dataset.crs or EPSG_4326,
         transform=transform,
         encoding=f"gssic-netcdf-{dtype.name}",
+        input=InputInfo("seasonal_composite", "gssic-netcdf", "coherence", "layout", "per band"),
     )
 
 

@@ -13,12 +13,13 @@ from dataclasses import dataclass
 import numpy as np
 
 from sarveg.bundle import Bundle, BundleManifest
+from sarveg.dual_pol import InputInfo
 from sarveg.errors import TileError
 from sarveg.ood import OODScorer, SetOOD, TileOOD
 from sarveg.resample import resample_array
 from sarveg.tiles import Tile
 from serving.runtime import OnnxModel
-from serving.schemas import Interval, ModelRef, TileOODResult, TilePrediction
+from serving.schemas import InputBlock, Interval, ModelRef, TileOODResult, TilePrediction
 
 
 @dataclass(frozen=True, eq=False)
@@ -107,7 +108,10 @@ class ServedModel:
         return results
 
     def tile_prediction(
-        self, outcome: TileOutcome | None, include_embedding: bool
+        self,
+        outcome: TileOutcome | None,
+        include_embedding: bool,
+        input_info: InputInfo | None = None,
     ) -> TilePrediction:
         """Turn an outcome into the ``/predict`` answer.
 
@@ -125,6 +129,7 @@ class ServedModel:
             ood=outcome.ood_result(),
             model=self.ref,
             embedding=[float(x) for x in outcome.embedding] if include_embedding else None,
+            input=InputBlock.from_info(input_info) if input_info is not None else None,
         )
 
     def score_set(self, embedding: np.ndarray) -> SetOOD:

@@ -155,12 +155,20 @@ class Predictor:
             )
         return self.models[modality]
 
-    def decode(self, data: bytes, modality: str | None = None) -> tuple[ServedModel, PreparedTile]:
+    def decode(
+        self,
+        data: bytes,
+        modality: str | None = None,
+        units: str | None = None,
+        name: str | None = None,
+    ) -> tuple[ServedModel, PreparedTile]:
         """Decode an uploaded tile, resample it to its bundle's input and pick the bundle.
 
         Args:
             data: the file's bytes (GeoTIFF or sartiles NetCDF, recognised by content).
             modality: insist on ``"s1grd"`` or ``"gssic"``; None infers it from the bands.
+            units: declared units of a two-band VV/VH file (None: detected from the values).
+            name: the upload's file name (searched for an acquisition date).
 
         Raises:
             TileError: anything that is not a tile this server can answer.
@@ -168,7 +176,7 @@ class Predictor:
         if modality is not None:
             self.model_for(modality)  # an unknown or unserved modality fails before decoding
         prepared = self.decoder.prepare_tile(
-            data, modality, self.specs, self.limits.tile_max_pixels
+            data, modality, self.specs, self.limits.tile_max_pixels, units, name
         )
         return self.model_for(prepared.modality), prepared
 
@@ -178,12 +186,17 @@ class Predictor:
         return model, prepared.array
 
     def predict(
-        self, data: bytes, modality: str | None = None, include_embedding: bool = False
+        self,
+        data: bytes,
+        modality: str | None = None,
+        include_embedding: bool = False,
+        units: str | None = None,
+        name: str | None = None,
     ) -> TilePrediction:
         """Answer one tile (decode, resample, run, OOD), without cross-request batching."""
-        model, array = self.prepare(data, modality)
-        outcome = model.predict_batch(array[None])[0]
-        return model.tile_prediction(outcome, include_embedding)
+        model, prepared = self.decode(data, modality, units, name)
+        outcome = model.predict_batch(prepared.array[None])[0]
+        return model.tile_prediction(outcome, include_embedding, prepared.input)
 
     def predict_scene(self, data: bytes, modality: str | None = None) -> ScenePrediction:
         """Answer a scene: its summary, every predicted window and every skipped one."""

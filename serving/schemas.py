@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler
 from sarveg.bundle import Architecture, OODCalibration, Provenance, RegionMetrics
 
 if TYPE_CHECKING:
+    from sarveg.dual_pol import InputInfo
     from serving.decoding import DecodeLimits
 
 
@@ -72,6 +73,28 @@ class ModelRef(_Response):
     modality: str
 
 
+class InputBlock(_Response):
+    """What the reader assumed about the upload."""
+
+    kind: str = Field(
+        description="seasonal_composite (the training layout: four seasonal medians) or "
+        "single_date (one acquisition, e.g. a VV/VH GeoTIFF)."
+    )
+    layout: str = Field(description="Band layout recognised, e.g. s1grd-2band, s1grd-16band.")
+    units: str = Field(description="db, power, amplitude or coherence.")
+    units_source: str = Field(description="layout (fixed by it), detected or declared.")
+    seasons: str = Field(
+        description="per band, or replicated: one acquisition copied into the four seasons the "
+        "model expects (it was trained on seasonal composites)."
+    )
+    date: str | None = Field(default=None, description="Acquisition date, if tags or name say.")
+
+    @classmethod
+    def from_info(cls, info: InputInfo) -> InputBlock:
+        """The answer's view of :class:`sarveg.dual_pol.InputInfo`."""
+        return cls(**vars(info))
+
+
 class TilePrediction(_Response):
     """Result for one tile."""
 
@@ -82,6 +105,7 @@ class TilePrediction(_Response):
     embedding: list[float] | None = Field(
         default=None, description="The model's embedding (only with include_embedding=true)."
     )
+    input: InputBlock | None = Field(default=None, description="What was assumed of the upload.")
 
     @model_serializer(mode="wrap")
     def _omit_absent_embedding(self, handler: SerializerFunctionWrapHandler):  # noqa: ANN202

@@ -73,9 +73,13 @@ ModalityOption = Annotated[
     Field(description="Insist on a modality; default: inferred from the band names or count."),
 ]
 EmbeddingOption = Annotated[bool, Field(description="Add the model's embedding to the answer.")]
+UnitsOption = Annotated[
+    Literal["db", "power", "amplitude"] | None,
+    Field(description="Units of a two-band VV/VH file; default: detected from the values."),
+]
 
 UPLOAD_ROUTES = {
-    "/predict": frozenset({"modality", "include_embedding"}),
+    "/predict": frozenset({"modality", "include_embedding", "units"}),
     "/predict_scene": frozenset({"modality"}),
     "/predict_scene_map": frozenset({"modality"}),
 }
@@ -164,21 +168,31 @@ class SarVeg:
         tile: TileFile = None,
         modality: ModalityOption = None,
         include_embedding: EmbeddingOption = False,
+        units: UnitsOption = None,
     ) -> TilePrediction:
         """Predict one tile.
 
         The tile is a GeoTIFF or sartiles NetCDF, sent as the multipart field ``tile`` or as the
-        raw body (Content-Type image/tiff). Tiles of any pixel size are resampled to the model
-        input. ``modality`` insists on s1grd or gssic (default: from the bands);
-        ``include_embedding=true`` adds the embedding.
+        raw body (Content-Type image/tiff): a geetiles seasonal composite, or a single
+        acquisition as two bands named VV and VH (dB, linear power or amplitude: ``units``,
+        detected when absent). Tiles of any pixel size are resampled to the model input.
+        ``modality`` insists on s1grd or gssic (default: from the bands);
+        ``include_embedding=true`` adds the embedding. The answer's ``input`` block says what
+        was assumed.
         """
         try:
             upload = _upload(ctx)
-            model, array = await anyio.to_thread.run_sync(
-                self.predictor.prepare, upload.data, upload.modality, limiter=self.decode_limiter
+            model, prepared = await anyio.to_thread.run_sync(
+                self.predictor.decode,
+                upload.data,
+                upload.modality,
+                upload.units,
+                upload.filename,
+                limiter=self.decode_limiter,
             )
+            array = prepared.array
             outcome = (await self.batchers[model.manifest.modality].submit(array[None]))[0]
-            return model.tile_prediction(outcome, upload.include_embedding)
+            return model.tile_prediction(outcome, upload.include_embedding, prepared.input)
         except TileError as error:
             return _client_error(ctx, error)  # type: ignore[return-value]
 

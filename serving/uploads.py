@@ -4,7 +4,8 @@
 (refusing more than the route's upload cap with 413 before buffering it), accepts either
 ``multipart/form-data`` with the file in the field ``tile`` or the raw file as the body
 (``image/tiff``, ``application/x-netcdf``, ``application/octet-stream``, ...), checks the option
-fields (``modality``, ``include_embedding``; from the form or the query string), and hands the
+fields (``modality``, ``include_embedding``, ``units``; from the form or the query string), and
+hands the
 endpoint an :class:`Upload` in the request scope. The file itself is recognised later by its
 content (magic bytes, then the reader's validation), never by a declared type.
 
@@ -29,6 +30,7 @@ from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.responses import JSONResponse
 
+from sarveg.dual_pol import check_units
 from sarveg.errors import TileError
 from sarveg.tiles import check_modality, sniff_format
 
@@ -78,11 +80,15 @@ class Upload:
         data: the uploaded file's bytes.
         modality: the ``modality`` option, or None to infer it from the bands.
         include_embedding: the ``include_embedding`` option.
+        units: the ``units`` option of two-band VV/VH files (None: detected).
+        filename: the multipart file name, if any (searched for an acquisition date).
     """
 
     data: bytes
     modality: str | None = None
     include_embedding: bool = False
+    units: str | None = None
+    filename: str | None = None
 
 
 def error_response(message: str, status: int, where: str) -> JSONResponse:
@@ -164,8 +170,11 @@ class _Part:
     header_value: bytearray = field(default_factory=bytearray)
 
 
-def parse_multipart(body: bytes, content_type: str) -> list[tuple[str, bytes, bool]]:
-    """Split a ``multipart/form-data`` body into ``(name, data, is_file)`` parts, in memory."""
+def parse_multipart(body: bytes, content_type: str) -> list[tuple[str, bytes, str | None]]:
+    """Split a ``multipart/form-data`` body into ``(name, data, filename)`` parts, in memory.
+
+    ``filename`` is None for a text field.
+    """
     _, params = parse_options_header(content_type)
     boundary = params.get(b"boundary")
     if not boundary:
@@ -224,7 +233,7 @@ def parse_multipart(body: bytes, content_type: str) -> list[tuple[str, bytes, bo
         raise UploadError(
             "malformed multipart body: expected a closing boundary, found a truncated body"
         )
-    return [(p.name or "", b"".join(p.chunks), p.filename is not None) for p in parts]
+    return [(p.name or "", b"".join(p.chunks), p.filename) for p in parts]
 
 
 def check_text_tile(data: bytes) -> None:
@@ -239,7 +248,11 @@ def check_text_tile(data: bytes) -> None:
 
 
 def build_upload(
-    data: bytes | None, options: Mapping[str, list[str]], allowed: frozenset[str], path: str
+    data: bytes | None,
+    options: Mapping[str, list[str]],
+    allowed: frozenset[str],
+    path: str,
+    filename: str | None = None,
 ) -> Upload:
     """Check the file and options of a request and return the :class:`Upload`."""
     unknown = sorted(set(options) - allowed)
@@ -269,7 +282,11 @@ def build_upload(
     except TileError as error:
         raise UploadError(str(error)) from None
     include_embedding = parse_bool("include_embedding", single.get("include_embedding", ""))
-    return Upload(data, modality, include_embedding)
+    try:
+        units = check_units(single.get("units", "").strip() or None)
+    except TileError as error:
+        raise UploadError(str(error)) from None
+    return Upload(data, modality, include_embedding, units, filename)
 
 
 async def parse_upload(
@@ -302,17 +319,18 @@ async def parse_upload(
         )
     if media_type != MULTIPART:
         return build_upload(body, options, allowed, path)
-    files: list[bytes] = []
-    for name, data, is_file in parse_multipart(body, content_type):
+    files: list[tuple[bytes, str | None]] = []
+    for name, data, filename in parse_multipart(body, content_type):
         if name == FILE_FIELD:
-            if not is_file:
+            if filename is None:
                 check_text_tile(data)
-            files.append(data)  # a text part that holds a raster is accepted: content decides
+            files.append((data, filename))  # a text part holding a raster is accepted
         else:
             options.setdefault(name, []).append(data.decode("utf-8", "replace"))
     if len(files) > 1:
         raise UploadError(f"repeated field {FILE_FIELD!r}: expected one file, found {len(files)}")
-    return build_upload(files[0] if files else None, options, allowed, path)
+    data, filename = files[0] if files else (None, None)
+    return build_upload(data, options, allowed, path, filename)
 
 
 def stashed_upload(scope: Mapping[str, Any]) -> Upload | None:

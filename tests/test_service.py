@@ -234,7 +234,7 @@ BAD_FILES = [
     ("not_a_raster", None, b"hello, this is text", "not a raster: expected a GeoTIFF"),
     ("corrupt_tiff", None, b"II*\x00" + b"\x07" * 200, "could not decode the raster"),
     ("wrong_band_count", "wrong_count", None, "wrong band count: expected 16 .* found 5 bands"),
-    ("unrecognised_names", "bad_names", None, "unrecognised band names: expected the 16"),
+    ("unrecognised_names", "bad_names", None, "unrecognised band names: expected VV and VH"),
     ("unsupported_dtype", "int32", None, "unsupported data type for S1GRD: .* found int32"),
     ("all_nodata", "nodata", None, "all pixels are nodata"),
     ("too_small", "small", None, "tile too small: expected at least 16 x 16 pixels, found 8 x 8"),

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from sarveg.dual_pol import InputInfo
 from sarveg.errors import TileError
 from sarveg.resample import resample_array
 from sarveg.scene import Scene, SceneTile, open_scene
@@ -64,6 +65,7 @@ class PreparedTile:
         bounds: ``(left, bottom, right, top)`` in ``crs``.
         crs: the tile's CRS as text (EPSG code or WKT), "" if none.
         array: ``(C, S, S)`` float32 model input.
+        input: what the reader assumed (single date or composite, units, date).
     """
 
     modality: str
@@ -71,6 +73,7 @@ class PreparedTile:
     bounds: Bounds
     crs: str
     array: np.ndarray
+    input: InputInfo | None = None
 
 
 def crs_text(crs: object) -> str:
@@ -96,7 +99,14 @@ def spec_for(modality: str, specs: Specs) -> ModelSpec:
     return specs[modality]
 
 
-def prepare_tile(data: bytes, modality: str | None, specs: Specs, max_pixels: int) -> PreparedTile:
+def prepare_tile(
+    data: bytes,
+    modality: str | None,
+    specs: Specs,
+    max_pixels: int,
+    units: str | None = None,
+    name: str | None = None,
+) -> PreparedTile:
     """Decode an uploaded tile and resample it to its bundle's input.
 
     Args:
@@ -104,12 +114,14 @@ def prepare_tile(data: bytes, modality: str | None, specs: Specs, max_pixels: in
         modality: insist on a modality; None infers it from the bands.
         specs: the served modalities and their input sizes.
         max_pixels: header budget (height x width).
+        units: declared units of a two-band VV/VH file (None: detected).
+        name: the upload's file name, searched for an acquisition date.
 
     Raises:
         TileError: anything that is not a tile this server can answer.
     """
     check_self_contained(data)
-    tile: Tile = read_tile(data, modality=modality, max_pixels=max_pixels)
+    tile: Tile = read_tile(data, modality=modality, max_pixels=max_pixels, units=units, name=name)
     spec = spec_for(tile.modality, specs)
     return PreparedTile(
         modality=tile.modality,
@@ -117,6 +129,7 @@ def prepare_tile(data: bytes, modality: str | None, specs: Specs, max_pixels: in
         bounds=tile.bounds,
         crs=crs_text(tile.crs),
         array=resample_array(tile.array, spec.input_size),  # (C, S, S)
+        input=tile.input,
     )
 
 

@@ -67,7 +67,13 @@ class Decoder(Protocol):
     """What the predictor needs to turn upload bytes into model inputs."""
 
     def prepare_tile(
-        self, data: bytes, modality: str | None, specs: Specs, max_pixels: int
+        self,
+        data: bytes,
+        modality: str | None,
+        specs: Specs,
+        max_pixels: int,
+        units: str | None = None,
+        name: str | None = None,
     ) -> PreparedTile:
         """Decode one tile (see :func:`serving.decoding.jobs.prepare_tile`)."""
         ...
@@ -87,12 +93,18 @@ class InProcessDecoder:
     """Runs the decoding jobs in this process."""
 
     def prepare_tile(
-        self, data: bytes, modality: str | None, specs: Specs, max_pixels: int
+        self,
+        data: bytes,
+        modality: str | None,
+        specs: Specs,
+        max_pixels: int,
+        units: str | None = None,
+        name: str | None = None,
     ) -> PreparedTile:
         """Decode one tile here."""
         from serving.decoding.jobs import prepare_tile
 
-        return prepare_tile(data, modality, specs, max_pixels)
+        return prepare_tile(data, modality, specs, max_pixels, units, name)
 
     @contextlib.contextmanager
     def open_scene(
@@ -275,13 +287,19 @@ class DecoderPool:
             raise TileError(_death_message(child.process.returncode, self.limits)) from None
 
     def prepare_tile(
-        self, data: bytes, modality: str | None, specs: Specs, max_pixels: int
+        self,
+        data: bytes,
+        modality: str | None,
+        specs: Specs,
+        max_pixels: int,
+        units: str | None = None,
+        name: str | None = None,
     ) -> PreparedTile:
         """Decode one tile in a child."""
         for attempt in range(2):
             with self._child() as child:
                 try:
-                    return child.call("tile", data, modality, dict(specs), max_pixels)
+                    return child.call("tile", data, modality, dict(specs), max_pixels, units, name)
                 except _IdleDeath:
                     if attempt:  # a fresh child died before reading: a server fault
                         raise RuntimeError("decoding child died before its first request") from None
