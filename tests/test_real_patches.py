@@ -1,0 +1,150 @@
+"""Real Sentinel-1 patches (BigEarthNet-S1 examples, fetched from PyPI into a cache) through the
+reader, the service and ``sarveg predict``: two-band VV/VH files in dB, power and amplitude."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import requests
+
+from sarveg import TileError, bands, read_tile
+from serving.batch_cli import main as predict_main
+from serving.decoding import DecodeLimits
+from serving.predictor import Predictor
+from serving.runtime import CPU
+from testkit.bundles import build_bundle
+from testkit.real import RealPatch, bigearthnet_s1, two_band_geotiff
+from testkit.tiles import s1grd_db, write_geotiff
+from tests.conftest import Served
+
+
+@pytest.fixture(scope="module")
+def patches() -> list[RealPatch]:
+    found = bigearthnet_s1()
+    assert len(found) == 6
+    return found
+
+
+def test_two_band_db_files_read_as_single_dates(patches: list[RealPatch]) -> None:
+    for patch in patches:
+        db, _ = patch.read_db()
+        tile = read_tile(two_band_geotiff(patch, "db", angle=True))
+        assert tile.modality == "s1grd" and tile.array.shape == (12, 120, 120)
+        assert tile.crs.to_epsg() in (32629, 32633, 32635)
+        np.testing.assert_array_equal(tile.array[0], db[0])  # winter VV = the acquisition
+        np.testing.assert_array_equal(tile.array[3], db[0])  # fall VV too: replicated
+        np.testing.assert_allclose(tile.array[8], db[0] - db[1], atol=1e-5)
+        info = tile.input
+        assert (info.kind, info.layout, info.units, info.units_source, info.seasons) == (
+            "single_date",
+            "s1grd-2band",
+            "db",
+            "detected",
+            "replicated",
+        )
+        assert info.date == patch.date
+
+
+@pytest.mark.parametrize("units", ["power", "amplitude"])
+def test_linear_units_are_detected_and_converted(patches: list[RealPatch], units: str) -> None:
+    detected = 0
+    for patch in patches:
+        reference = read_tile(two_band_geotiff(patch, "db")).array
+        data = two_band_geotiff(patch, units, names=("vv", "Vh"))  # names: case-insensitive
+        try:
+            tile = read_tile(data)
+        except TileError as error:  # a file that fits both readings is refused, never guessed
+            assert "could not tell the units" in str(error) and "pass units=" in str(error)
+            tile = read_tile(data, units=units)
+            assert tile.input.units_source == "declared"
+        else:
+            detected += 1
+            assert tile.input.units == units and tile.input.units_source == "detected"
+        np.testing.assert_allclose(tile.array, reference, atol=1e-3)
+    assert detected >= 5
+
+
+def test_refusals_name_what_was_expected(patches: list[RealPatch], tmp_path: Path) -> None:
+    power = two_band_geotiff(patches[0], "power")
+    with pytest.raises(TileError, match="sigma0 does not look like dB.*linear power"):
+        read_tile(power, units="db")
+    with pytest.raises(TileError, match="unknown units 'kelvin': expected one of db, power"):
+        read_tile(power, units="kelvin")
+    with pytest.raises(TileError, match="could not tell the units of the VV/VH values"):
+        read_tile(two_band_geotiff(patches[-1], "amplitude"))  # bright winter forest: ambiguous
+    with pytest.raises(TileError, match="wrong band count.*two bands named VV and VH"):
+        read_tile(two_band_geotiff(patches[0], names=("", "")))
+    composite = write_geotiff(tmp_path / "16band.tif", s1grd_db(), bands.S1GRD_RAW_BANDS)
+    with pytest.raises(TileError, match="units=power applies to two-band VV/VH files"):
+        read_tile(composite, units="power")
+    assert read_tile(composite).input.kind == "seasonal_composite"
+
+
+def test_predictor_answers_real_patches_with_an_input_block(
+    patches: list[RealPatch], tmp_path: Path
+) -> None:
+    bundle = build_bundle(tmp_path / "models", "s1grd")
+    predictor = Predictor([bundle], providers=[CPU], limits=DecodeLimits(workers=1))
+    try:
+        answer = predictor.predict(
+            two_band_geotiff(patches[1], "power", date_tag=False), name=patches[1].vv.name
+        )
+    finally:
+        predictor.close()
+    assert 0.0 <= answer.vegetation_pct <= 100.0
+    assert answer.input is not None and answer.input.units == "power"
+    assert answer.input.date == patches[1].date  # from the file name
+
+
+def test_service_answers_a_real_patch(patches: list[RealPatch], served: Served) -> None:
+    patch = patches[2]
+    answer = requests.post(
+        f"{served.url}/predict",
+        files={"tile": (f"{patch.name}.tif", two_band_geotiff(patch, "amplitude", date_tag=False))},
+        timeout=60,
+    )
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert body["input"] == {
+        "kind": "single_date",
+        "layout": "s1grd-2band",
+        "units": "amplitude",
+        "units_source": "detected",
+        "seasons": "replicated",
+        "date": patch.date,
+    }
+    declared = requests.post(
+        f"{served.url}/predict",
+        files={"tile": ("x.tif", two_band_geotiff(patch, "power"))},
+        data={"units": "power"},
+        timeout=60,
+    )
+    assert declared.status_code == 200 and declared.json()["input"]["units_source"] == "declared"
+    bad = requests.post(
+        f"{served.url}/predict",
+        files={"tile": ("x.tif", two_band_geotiff(patch, "power"))},
+        data={"units": "kelvin"},
+        timeout=60,
+    )
+    assert bad.status_code == 400 and "unknown units 'kelvin'" in bad.json()["error"]
+
+
+def test_sarveg_predict_over_a_folder_of_real_patches(
+    patches: list[RealPatch], tmp_path: Path
+) -> None:
+    folder = tmp_path / "real"
+    folder.mkdir()
+    for patch in patches:
+        (folder / f"{patch.name}.tif").write_bytes(two_band_geotiff(patch, "db"))
+    bundle = build_bundle(tmp_path / "models", "s1grd")
+    out = tmp_path / "out"
+    code = predict_main(
+        [str(folder), "--model", str(bundle.directory), "--out", str(out), "--no-progress"]
+    )
+    assert code == 0
+    table = pq.read_table(out / "tiles.parquet").to_pylist()
+    assert len(table) == len(patches)
+    assert all(0.0 <= row["vegetation_pct"] <= 100.0 for row in table)
