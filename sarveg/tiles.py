@@ -413,6 +413,31 @@ def decode_bands(raw: np.ndarray, layout: BandLayout, units: str | None = None) 
     return ascending_to_channels(array) if layout.name == "s1grd-16band" else array
 
 
+S1GRD_DESCENDING_BANDS: tuple[str, ...] = tuple(
+    name.replace("asc", "des") for name in S1GRD_ASCENDING_BANDS
+)
+
+
+def refuse_descending_only(dataset: DatasetReader) -> None:
+    """A tile with no ascending pass: refuse it, naming the direction that is there.
+
+    The model's channels come from the ascending bands only, and the two orbit directions see
+    the ground from opposite sides (other incidence and layover), so descending values are not
+    substituted; without either, the usual all-nodata message follows.
+    """
+    names = normalised_descriptions(dataset) or list(bands.S1GRD_RAW_BANDS)
+    indexes = [names.index(n) + 1 for n in S1GRD_DESCENDING_BANDS if n in names]
+    if not indexes:
+        return
+    descending = read_all(dataset, indexes)
+    if np.any(np.isfinite(descending) & (descending != 0)):
+        raise TileError(
+            "no ascending pass in this tile: expected ascending VV and VH bands (the model's "
+            "channels are derived from them), found data in the descending bands only; the "
+            "model was trained on ascending passes, so descending data are not substituted"
+        )
+
+
 def decode_dual_pol(raw: np.ndarray, units: str | None) -> tuple[np.ndarray, str, str]:
     """``(2, H, W)`` stored VV/VH to the 12 model channels; also the units and their source."""
     values = raw.astype(np.float32, copy=True)
@@ -448,6 +473,8 @@ def decode_geotiff(
                 "coherence, found one"
             )
         array = decode_bands(raw, layout)
+        if layout.name == "s1grd-16band" and not np.isfinite(array).any():
+            refuse_descending_only(dataset)
         fixed = "coherence" if layout.modality == "gssic" else "db"
         info = InputInfo("seasonal_composite", layout.name, fixed, "layout", "per band")
     return Tile(
@@ -489,9 +516,14 @@ def decode_sigma0_db(raw: np.ndarray, dtype: np.dtype) -> np.ndarray:
 
 
 def decode_coherence(raw: np.ndarray, dtype: np.dtype) -> np.ndarray:
-    """Turn stored coherence (uint8 x 100 or float 0..1) into float32 0..1 with NaN nodata."""
+    """Turn stored coherence (uint8 x 100 or float 0..1) into float32 0..1 with NaN nodata.
+
+    sartiles' uint8 encoding reserves 0 for nodata. In float files NaN is nodata and 0 is a
+    real coherence (open water decorrelates completely), so it is kept.
+    """
     if dtype == np.uint8:
         values = raw.astype(np.float32) / 100.0
+        values[raw == 0] = np.nan  # sartiles: 0 = nodata
     elif dtype in (np.float32, np.float64):
         values = raw.astype(np.float32)
     else:
@@ -499,7 +531,6 @@ def decode_coherence(raw: np.ndarray, dtype: np.dtype) -> np.ndarray:
             "unsupported data type for GSSIC coherence: expected uint8 (coherence x 100) or "
             f"float 0..1, found {dtype.name}"
         )
-    values[raw == 0] = np.nan  # sartiles: 0 = nodata
     return values
 
 
@@ -617,11 +648,23 @@ def decode_gssic_netcdf(dataset: DatasetReader, max_pixels: int) -> Tile:
         array=array,
         band_names=bands.GSSIC_CHANNELS,
         modality="gssic",
-        crs=dataset.crs or EPSG_4326,
+        crs=dataset.crs or assumed_geographic(dataset),
         transform=transform,
         encoding=f"gssic-netcdf-{dtype.name}",
         input=InputInfo("seasonal_composite", "gssic-netcdf", "coherence", "layout", "per band"),
     )
+
+
+def assumed_geographic(dataset: DatasetReader) -> CRS:
+    """EPSG:4326 for a NetCDF without a CRS, if its coordinates can be degrees at all."""
+    left, bottom, right, top = transformed_bounds(dataset.transform, dataset.height, dataset.width)
+    if not (-180.0 <= left <= right <= 360.0 and -90.0 <= bottom <= top <= 90.0):
+        raise TileError(
+            "NetCDF without a CRS: expected longitude/latitude coordinates (EPSG:4326 is "
+            f"assumed) or a grid_mapping, found x {left:.6g}..{right:.6g}, y {bottom:.6g}.."
+            f"{top:.6g} (projected coordinates? add the CRS)"
+        )
+    return EPSG_4326
 
 
 def check_values(tile: Tile) -> None:

@@ -41,6 +41,7 @@ def gssic_netcdf4(
     deltadays: np.ndarray | None = None,
     extra_dim: int = 0,
     side: int = SIDE,
+    bounds: tuple[float, float, float, float] = BOUNDS,
 ) -> bytes:
     """A sartiles-like NetCDF4, written with h5py as netCDF-C expects it (dimension scales).
 
@@ -50,6 +51,7 @@ def gssic_netcdf4(
         deltadays: the deltadays coordinate values (default 12, 24, 36, 48).
         extra_dim: if > 0, a leading ``orbit`` dimension of that length.
         side: tile side in pixels.
+        bounds: ``(left, bottom, right, top)`` of the x/y coordinates (no CRS is written).
     """
     buffer = io.BytesIO()
     days = np.asarray(bands.GSSIC_NC_DELTADAYS if deltadays is None else deltadays)
@@ -59,14 +61,20 @@ def gssic_netcdf4(
     dims += [
         ("season", np.arange(4, dtype="i4")),
         ("deltadays", days),
-        ("y", np.linspace(BOUNDS[3], BOUNDS[1], side)),
-        ("x", np.linspace(BOUNDS[0], BOUNDS[2], side)),
+        ("y", np.linspace(bounds[3], bounds[1], side)),
+        ("x", np.linspace(bounds[0], bounds[2], side)),
     ]
     shape = tuple(len(values) for _, values in dims)
     with h5py.File(buffer, "w", libver="earliest") as handle:
         for name, values in dims:
             scale = handle.create_dataset(name, data=values)
             scale.make_scale(name)
+            if name in ("x", "y"):  # CF units, from which GDAL derives the geotransform
+                degrees = max(abs(v) for v in bounds) <= 360.0
+                axis = "east" if name == "x" else "north"
+                scale.attrs["units"] = f"degrees_{axis}" if degrees else "m"
+                if not degrees:
+                    scale.attrs["standard_name"] = f"projection_{name}_coordinate"
         if coherence is None:
             data = np.broadcast_to(coherence_x100(side), shape)
             var = handle.create_dataset("coherence", data=data)

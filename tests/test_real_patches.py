@@ -148,3 +148,38 @@ def test_sarveg_predict_over_a_folder_of_real_patches(
     table = pq.read_table(out / "tiles.parquet").to_pylist()
     assert len(table) == len(patches)
     assert all(0.0 <= row["vegetation_pct"] <= 100.0 for row in table)
+
+
+def test_small_input_rules(tmp_path: Path) -> None:
+    from testkit import hostile
+    from testkit.tiles import coherence_x100
+
+    # Float coherence: 0 is a real value (water), NaN is nodata; uint8 keeps 0 as nodata.
+    coherence = coherence_x100()[:, :2].transpose(1, 0, 2, 3).reshape(8, 24, 24) / 100.0
+    coherence[:, :4, :4] = 0.0
+    tile = read_tile(
+        write_geotiff(tmp_path / "c.tif", coherence.astype(np.float32), bands.GSSIC_CHANNELS)
+    )
+    assert np.all(tile.array[:, :4, :4] == 0.0)
+    # A NetCDF without a CRS whose coordinates cannot be degrees is refused, not mislocated.
+    utm = hostile.gssic_netcdf4(bounds=(500_000.0, 4_000_000.0, 502_000.0, 4_002_000.0))
+    with pytest.raises(TileError, match="NetCDF without a CRS: expected longitude/latitude"):
+        read_tile(utm)
+    # Only descending passes in a geetiles tile: refused, naming the direction.
+    data = np.zeros((16, 24, 24), np.float32)
+    descending = [i for i, n in enumerate(bands.S1GRD_RAW_BANDS) if n.endswith("des")]
+    data[descending] = s1grd_db()[descending]
+    only_des = write_geotiff(tmp_path / "des.tif", data, bands.S1GRD_RAW_BANDS)
+    with pytest.raises(TileError, match="no ascending pass in this tile.*descending bands only"):
+        read_tile(only_des)
+    # /predict needs the scenes' valid share (25 %), not a single valid pixel.
+    sparse = s1grd_db()
+    sparse[:, 6:, :] = 0.0  # 6 of 24 rows valid: exactly 25 %
+    sparse[:, 5, :] = 0.0  # now 5 of 24
+    bundle = build_bundle(tmp_path / "models", "s1grd")
+    predictor = Predictor([bundle], providers=[CPU], limits=DecodeLimits(sandbox=False))
+    path = write_geotiff(tmp_path / "sparse.tif", sparse, bands.S1GRD_RAW_BANDS)
+    with pytest.raises(
+        TileError, match="too little valid data: expected at least 25%.*found 21%"
+    ):
+        predictor.predict(path.read_bytes())

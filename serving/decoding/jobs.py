@@ -18,7 +18,7 @@ import numpy as np
 from sarveg.dual_pol import InputInfo
 from sarveg.errors import TileError
 from sarveg.resample import resample_array
-from sarveg.scene import Scene, SceneTile, open_scene
+from sarveg.scene import MIN_VALID_FRACTION, Scene, SceneTile, open_scene
 from sarveg.tiles import Tile, read_tile, sniff_format
 from serving.decoding.hdf5_scan import HDF5_MAGIC, scan_hdf5
 
@@ -122,6 +122,12 @@ def prepare_tile(
     """
     check_self_contained(data)
     tile: Tile = read_tile(data, modality=modality, max_pixels=max_pixels, units=units, name=name)
+    valid = float(np.isfinite(tile.array).all(axis=0).mean())
+    if valid < MIN_VALID_FRACTION:  # the rule scene windows follow
+        raise TileError(
+            f"too little valid data: expected at least {MIN_VALID_FRACTION:.0%} of the tile's "
+            f"pixels valid in every channel, found {valid:.0%}"
+        )
     spec = spec_for(tile.modality, specs)
     return PreparedTile(
         modality=tile.modality,
