@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+import rasterio
 import requests
 
 from sarveg import TileError, bands, read_tile
@@ -179,7 +180,42 @@ def test_small_input_rules(tmp_path: Path) -> None:
     bundle = build_bundle(tmp_path / "models", "s1grd")
     predictor = Predictor([bundle], providers=[CPU], limits=DecodeLimits(sandbox=False))
     path = write_geotiff(tmp_path / "sparse.tif", sparse, bands.S1GRD_RAW_BANDS)
-    with pytest.raises(
-        TileError, match="too little valid data: expected at least 25%.*found 21%"
-    ):
+    with pytest.raises(TileError, match="too little valid data: expected at least 25%.*found 21%"):
         predictor.predict(path.read_bytes())
+
+
+def test_composite_and_mosaic_of_real_patches(patches: list[RealPatch], tmp_path: Path) -> None:
+    from sarveg.composite import main as composite_main
+
+    # The separate-file layout (BigEarthNet's own): one summer acquisition, seasons filled.
+    patch = patches[0]
+    out = tmp_path / "composite.tif"
+    args = [str(patch.vv), str(patch.vh), "--out", str(out), "--no-progress"]
+    assert composite_main(args) == 1  # one date: the other seasons are missing
+    assert composite_main([*args, "--fill-missing-seasons"]) == 0
+    db, profile = patch.read_db()
+    tile = read_tile(out)
+    np.testing.assert_allclose(tile.array[:4], np.broadcast_to(db[0], (4, 120, 120)), atol=1e-5)
+    # A UTM mosaic of real values (the patch tiled 2 x 2 on its own grid) through sarveg predict.
+    mosaic = tmp_path / "mosaic.tif"
+    values = np.tile(db, (1, 2, 2))
+    with rasterio.open(
+        mosaic, "w", **(profile | {"count": 2, "width": 240, "height": 240, "driver": "GTiff"})
+    ) as dst:
+        dst.write(values)
+        dst.descriptions = ("VV", "VH")
+    bundle = build_bundle(tmp_path / "models", "s1grd")
+    code = predict_main(
+        [
+            str(mosaic),
+            "--model",
+            str(bundle.directory),
+            "--out",
+            str(tmp_path / "m"),
+            "--no-progress",
+        ]
+    )
+    assert code == 0
+    rows = pq.read_table(tmp_path / "m" / "tiles.parquet").to_pylist()
+    assert len(rows) == 100  # 240 px in windows of the tiny bundle's 24 px: a 10 x 10 grid
+    assert all(0.0 <= r["vegetation_pct"] <= 100.0 for r in rows)
