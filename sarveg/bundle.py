@@ -221,6 +221,10 @@ class BundleManifest(_Strict):
     # Native side of the training tiles in their own pixels; scenes are cut into windows of
     # this many scene pixels, then resampled to ``input_size`` like any tile.
     source_tile_px: int = Field(ge=MIN_SIDE_PX, le=MAX_SOURCE_TILE_PX)
+    # Ground side of the training chips and of their pixels, metres (bundles written before
+    # these fields: unknown). Tiles of another footprint get a warning in their input block.
+    footprint_m: float | None = Field(default=None, gt=0.0)
+    pixel_size_m: float | None = Field(default=None, gt=0.0)
     resampling: str = RESAMPLING_RULE
     normalisation: Normalisation
     architecture: Architecture

@@ -47,6 +47,9 @@ class InputInfo:
         units_source: ``"layout"`` (fixed by the layout), ``"detected"`` or ``"declared"``.
         seasons: ``"per band"`` or ``"replicated"`` (one acquisition copied into four seasons).
         date: acquisition date (ISO) when the file's tags or name give one.
+        footprint_m: ground ``(width, height)`` of the tile in metres, when its CRS allows.
+        pixel_size_m: ground size of one pixel in metres.
+        warnings: what the user should know about how the tile was read.
     """
 
     kind: str
@@ -55,6 +58,9 @@ class InputInfo:
     units_source: str
     seasons: str
     date: str | None = None
+    footprint_m: tuple[float, float] | None = None
+    pixel_size_m: float | None = None
+    warnings: tuple[str, ...] = ()
 
 
 def check_units(units: str | None) -> str | None:

@@ -21,7 +21,7 @@ import contextlib
 import logging
 import warnings
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -43,6 +43,7 @@ from sarveg.dual_pol import (
     to_db,
 )
 from sarveg.errors import TileError
+from sarveg.footprint import ground_size_m
 
 MIN_SIDE_PX = 16
 # Refuse to decode tiles whose header declares more pixels (height x width) than this: a hostile
@@ -484,8 +485,19 @@ def decode_geotiff(
         crs=dataset.crs,
         transform=dataset.transform,
         encoding=layout.encoding,
-        input=info,
+        input=with_footprint(info, dataset.transform, dataset.crs, dataset.height, dataset.width),
     )
+
+
+def with_footprint(
+    info: InputInfo, transform: Affine, crs: CRS | None, height: int, width: int
+) -> InputInfo:
+    """``info`` with the raster's ground footprint, when its CRS gives one."""
+    size = ground_size_m(transform, crs, height, width)
+    if size is None:
+        return info
+    width_m, height_m, pixel_m = size
+    return replace(info, footprint_m=(round(width_m, 1), round(height_m, 1)), pixel_size_m=pixel_m)
 
 
 def decode_sigma0_db(raw: np.ndarray, dtype: np.dtype) -> np.ndarray:
@@ -644,14 +656,21 @@ def decode_gssic_netcdf(dataset: DatasetReader, max_pixels: int) -> Tile:
     transform = dataset.transform
     # NetCDF row order: GDAL reports a north-up transform when y is stored ascending or
     # descending; it flips rows itself, so the transform can be used as it is.
+    crs = dataset.crs or assumed_geographic(dataset)
     return Tile(
         array=array,
         band_names=bands.GSSIC_CHANNELS,
         modality="gssic",
-        crs=dataset.crs or assumed_geographic(dataset),
+        crs=crs,
         transform=transform,
         encoding=f"gssic-netcdf-{dtype.name}",
-        input=InputInfo("seasonal_composite", "gssic-netcdf", "coherence", "layout", "per band"),
+        input=with_footprint(
+            InputInfo("seasonal_composite", "gssic-netcdf", "coherence", "layout", "per band"),
+            transform,
+            crs,
+            dataset.height,
+            dataset.width,
+        ),
     )
 
 

@@ -117,7 +117,11 @@ class Predictor:
                 onnx_model.intra_op_threads,
             )
         self.specs = {
-            modality: ModelSpec(model.manifest.input_size, model.manifest.source_tile_px)
+            modality: ModelSpec(
+                model.manifest.input_size,
+                model.manifest.source_tile_px,
+                model.manifest.footprint_m,
+            )
             for modality, model in self.models.items()
         }
         self.decoder = make_decoder(self.limits)

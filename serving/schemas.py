@@ -88,11 +88,20 @@ class InputBlock(_Response):
         "model expects (it was trained on seasonal composites)."
     )
     date: str | None = Field(default=None, description="Acquisition date, if tags or name say.")
+    footprint_m: tuple[float, float] | None = Field(
+        default=None, description="Ground (width, height) of the tile, metres."
+    )
+    pixel_size_m: float | None = Field(default=None, description="Ground pixel size, metres.")
+    warnings: list[str] = Field(
+        default_factory=list,
+        description="What to know about how the tile was read, e.g. a footprint more than 2x "
+        "off the training chips'.",
+    )
 
     @classmethod
     def from_info(cls, info: InputInfo) -> InputBlock:
         """The answer's view of :class:`sarveg.dual_pol.InputInfo`."""
-        return cls(**vars(info))
+        return cls(**(vars(info) | {"warnings": list(info.warnings)}))
 
 
 class TilePrediction(_Response):

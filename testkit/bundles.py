@@ -178,6 +178,7 @@ def build_bundle(
     n_reference: int = 80,
     n_calibration: int = 60,
     seed: int = 0,
+    footprint_m: float | None = None,
 ) -> Bundle:
     """Write a tiny bundle ``root/<name>/`` for ``modality`` and return it loaded.
 
@@ -188,6 +189,7 @@ def build_bundle(
         n_reference: reference tiles per region.
         n_calibration: calibration tiles of the fine-tuning region.
         seed: seeds the weights and the generated tiles.
+        footprint_m: the training chips' ground side to record (None: unknown).
     """
     name = name or f"tiny-{modality}-{FINE_TUNING_REGION}"
     directory = Path(root) / name
@@ -231,6 +233,7 @@ def build_bundle(
         "units": bands.UNITS[modality],
         "input_size": INPUT_SIZE,
         "source_tile_px": SOURCE_TILE_PX,
+        "footprint_m": footprint_m,
         "normalisation": normalisation(modality),
         "architecture": Architecture(
             name="tiny-mean-pool-linear (test fixture, not a ViT)",

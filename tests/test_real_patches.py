@@ -87,7 +87,7 @@ def test_refusals_name_what_was_expected(patches: list[RealPatch], tmp_path: Pat
 def test_predictor_answers_real_patches_with_an_input_block(
     patches: list[RealPatch], tmp_path: Path
 ) -> None:
-    bundle = build_bundle(tmp_path / "models", "s1grd")
+    bundle = build_bundle(tmp_path / "models", "s1grd", footprint_m=4500.0)
     predictor = Predictor([bundle], providers=[CPU], limits=DecodeLimits(workers=1))
     try:
         answer = predictor.predict(
@@ -98,6 +98,9 @@ def test_predictor_answers_real_patches_with_an_input_block(
     assert 0.0 <= answer.vegetation_pct <= 100.0
     assert answer.input is not None and answer.input.units == "power"
     assert answer.input.date == patches[1].date  # from the file name
+    assert answer.input.footprint_m == (1200.0, 1200.0) and answer.input.pixel_size_m == 10.0
+    (warning,) = answer.input.warnings
+    assert warning.startswith("footprint 1.2 km against training chips of 4.5 km (0.27x)")
 
 
 def test_service_answers_a_real_patch(patches: list[RealPatch], served: Served) -> None:
@@ -116,6 +119,9 @@ def test_service_answers_a_real_patch(patches: list[RealPatch], served: Served) 
         "units_source": "detected",
         "seasons": "replicated",
         "date": patch.date,
+        "footprint_m": [1200.0, 1200.0],
+        "pixel_size_m": 10.0,
+        "warnings": [],  # the tiny test bundle records no training footprint
     }
     declared = requests.post(
         f"{served.url}/predict",

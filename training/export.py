@@ -145,6 +145,21 @@ def native_side(data_dir: Path, modality: str, region: str) -> int:
     return int(np.median(sides))
 
 
+def native_footprint(
+    data_dir: Path, modality: str, region: str
+) -> tuple[float | None, float | None]:
+    """Median ground side and pixel size (metres) of a sample of a region's tiles."""
+    sizes = []
+    for record in index_dataset(data_dir, modality, [region])[:SOURCE_SIDE_SAMPLES]:
+        info = read_tile(record.path, modality=modality).input
+        if info is not None and info.footprint_m is not None and info.pixel_size_m is not None:
+            sizes.append((float(np.sqrt(np.prod(info.footprint_m))), info.pixel_size_m))
+    if not sizes:
+        return None, None
+    side, pixel = np.median(np.array(sizes), axis=0)
+    return round(float(side), 1), round(float(pixel), 2)
+
+
 def code_version() -> str:
     """``sarveg <version>`` plus the git commit of the checkout when there is one."""
     root = Path(__file__).resolve().parents[1]
@@ -461,6 +476,7 @@ def write_bundle(
         created=datetime.now(UTC),
     )
     stats = ckpt["normalization"]
+    footprint_m, pixel_size_m = native_footprint(data_dir, modality, region_ft)
     manifest = BundleManifest(
         name=name,
         modality=modality,
@@ -468,6 +484,8 @@ def write_bundle(
         units=bands.UNITS[modality],
         input_size=size,
         source_tile_px=native_side(data_dir, modality, region_ft),
+        footprint_m=footprint_m,
+        pixel_size_m=pixel_size_m,
         normalisation=Normalisation(mean=stats["mean"], std=stats["std"]),
         architecture=architecture_of(finetuned),
         embedding_size=finetuned.model.backbone.embed_dim,

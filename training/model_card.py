@@ -229,7 +229,14 @@ def render_model_card(manifest: BundleManifest) -> str:
         f"{manifest.input_size})` in {manifest.units}, channels "
         f"`{', '.join(manifest.band_names)}`; NaN = nodata. Tiles of any size are first "
         f'resampled with the rule "{manifest.resampling}"; scenes are cut into windows of '
-        f"{manifest.source_tile_px} px (the native tile side).",
+        f"{manifest.source_tile_px} px (the native tile side)."
+        + (
+            f" Training chips cover {manifest.footprint_m / 1000:.2g} km a side at "
+            f"{manifest.pixel_size_m:.3g} m pixels; tiles more than 2x off that footprint get a "
+            "warning in the answer's `input` block."
+            if manifest.footprint_m is not None and manifest.pixel_size_m is not None
+            else ""
+        ),
         f"- Backbone: `{arch.name}` with patch {arch.patch_size}, width {arch.embed_dim}, "
         f"depth {arch.depth}, {arch.num_heads} heads; linear decoder on the "
         f"{'CLS token' if arch.decoder_input == 'cls' else 'CLS-to-patch attention maps'}.",

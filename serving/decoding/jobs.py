@@ -10,13 +10,15 @@ budget before any pixel is read. Only numbers leave this module: the model never
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from sarveg.dual_pol import InputInfo
 from sarveg.errors import TileError
+from sarveg.footprint import footprint_warning
 from sarveg.resample import resample_array
 from sarveg.scene import MIN_VALID_FRACTION, Scene, SceneTile, open_scene
 from sarveg.tiles import Tile, read_tile, sniff_format
@@ -46,10 +48,12 @@ class ModelSpec:
     Attributes:
         input_size: model input side in pixels.
         tile_px: native tile side, the scene window size in scene pixels.
+        footprint_m: ground side of the training chips, metres (None: unknown).
     """
 
     input_size: int
     tile_px: int
+    footprint_m: float | None = None
 
 
 Specs = Mapping[str, ModelSpec]  # modality -> spec, for the modalities this server serves
@@ -129,13 +133,19 @@ def prepare_tile(
             f"pixels valid in every channel, found {valid:.0%}"
         )
     spec = spec_for(tile.modality, specs)
+    info = tile.input
+    if info is not None and info.footprint_m is not None and spec.footprint_m is not None:
+        side = math.sqrt(info.footprint_m[0] * info.footprint_m[1])
+        warning = footprint_warning(side, spec.footprint_m)
+        if warning is not None:
+            info = replace(info, warnings=(*info.warnings, warning))
     return PreparedTile(
         modality=tile.modality,
         encoding=tile.encoding,
         bounds=tile.bounds,
         crs=crs_text(tile.crs),
         array=resample_array(tile.array, spec.input_size),  # (C, S, S)
-        input=tile.input,
+        input=info,
     )
 
 
