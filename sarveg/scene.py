@@ -25,6 +25,7 @@ from rasterio.windows import Window
 
 from sarveg import bands
 from sarveg.errors import TileError
+from sarveg.footprint import ground_size_m
 from sarveg.tiles import (
     MIN_SIDE_PX,
     BandLayout,
@@ -41,6 +42,20 @@ from sarveg.tiles import (
 # it is read one window at a time, so memory does not grow with this budget.
 MAX_SCENE_PIXELS = 16384 * 16384
 MIN_VALID_FRACTION = 0.25
+
+
+def ground_window_px(dataset: DatasetReader, tile_px: int, footprint_m: float | None) -> int:
+    """Window side in scene pixels.
+
+    The training footprint in metres over the scene's pixel size when both are known, else
+    ``tile_px``.
+    """
+    if footprint_m is None:
+        return tile_px
+    size = ground_size_m(dataset.transform, dataset.crs, dataset.height, dataset.width)
+    if size is None:
+        return tile_px
+    return max(MIN_SIDE_PX, round(footprint_m / size[2]))
 
 
 def reason_kind(reason: str) -> str:
@@ -158,6 +173,7 @@ def open_scene(
     *,
     modality: str | None = None,
     max_pixels: int = MAX_SCENE_PIXELS,
+    footprint_m: float | Mapping[str, float | None] | None = None,
 ) -> Iterator[Scene]:
     """Open a GeoTIFF scene for tiled reading.
 
@@ -169,6 +185,9 @@ def open_scene(
         modality: insist on ``"s1grd"`` or ``"gssic"``; None infers it from the bands.
         max_pixels: refuse scenes declaring more pixels (height x width) than this, before
             reading any pixel.
+        footprint_m: the training chips' ground side (or one per modality); when given and the
+            scene's CRS gives its pixel size, windows cover that many metres, whatever the
+            scene's resolution, instead of ``tile_px`` pixels.
 
     Raises:
         TileError: not a readable GeoTIFF, unknown bands, or a scene smaller than one tile.
@@ -187,6 +206,9 @@ def open_scene(
                     f"no model for {layout.modality} scenes: expected {' or '.join(tile_px)} bands"
                 )
             tile_px = tile_px[layout.modality]
+        if isinstance(footprint_m, Mapping):
+            footprint_m = footprint_m.get(layout.modality)
+        tile_px = ground_window_px(dataset, tile_px, footprint_m)
         h, w = dataset.height, dataset.width
         if min(h, w) < max(MIN_SIDE_PX, tile_px // 2):
             raise TileError(

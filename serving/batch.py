@@ -207,7 +207,10 @@ class UnitDecoder:
     def _decode_windows(self, sources: Sequence[TileSource], slots: list[_Slot]) -> None:
         """Mosaic windows of one unit, read from one open scene (the service's scene rule)."""
         try:
-            with open_scene(sources[0].path, self.tile_px, modality=self.modality) as scene:
+            footprint = self.model.manifest.footprint_m
+            with open_scene(
+                sources[0].path, self.tile_px, modality=self.modality, footprint_m=footprint
+            ) as scene:
                 for source, slot in zip(sources, slots, strict=True):
                     _guard(
                         slot, lambda s=source: scene.read_tile(s.row, s.col), self._accept_window

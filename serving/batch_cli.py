@@ -94,7 +94,13 @@ def main(argv: list[str]) -> int:
             decode_workers=args.decode_workers,
         )
         out_dir = args.out.expanduser().resolve()
-        batch_input = discover_input(args.input, job.modality, job.tile_px, exclude=out_dir)
+        batch_input = discover_input(
+            args.input,
+            job.modality,
+            job.tile_px,
+            exclude=out_dir,
+            footprint_m=job.bundle.manifest.footprint_m,
+        )
         report = run_batch(
             batch_input,
             job,

@@ -122,7 +122,11 @@ class BatchInput:
 
 
 def discover_input(
-    path: str | Path, modality: str, tile_px: int, exclude: Path | None = None
+    path: str | Path,
+    modality: str,
+    tile_px: int,
+    exclude: Path | None = None,
+    footprint_m: float | None = None,
 ) -> BatchInput:
     """Find the tiles of a batch input.
 
@@ -131,14 +135,16 @@ def discover_input(
         modality: the model's modality; only its tiles are listed.
         tile_px: window side in mosaic pixels (the bundle's ``source_tile_px``).
         exclude: a folder whose files are never inputs (the output folder, if inside).
+        footprint_m: the bundle's training footprint: mosaic windows then cover that many
+            metres (see :func:`sarveg.scene.open_scene`).
 
     Raises:
         TileError: nothing to read at ``path``, or a mosaic ``open_scene`` refuses.
     """
     path = Path(path).expanduser().resolve()
     if path.is_file():
-        with open_scene(path, tile_px, modality=modality) as scene:
-            grid = MosaicGrid(scene.grid_shape, scene.grid_transform, scene.crs, tile_px)
+        with open_scene(path, tile_px, modality=modality, footprint_m=footprint_m) as scene:
+            grid = MosaicGrid(scene.grid_shape, scene.grid_transform, scene.crs, scene.tile_px)
         return BatchInput(path, "mosaic", modality, _is_synthetic(path, path), grid=grid)
     if not path.is_dir():
         raise TileError(f"expected a folder of tiles or a GeoTIFF mosaic, found nothing at {path}")

@@ -225,3 +225,41 @@ def test_composite_and_mosaic_of_real_patches(patches: list[RealPatch], tmp_path
     rows = pq.read_table(tmp_path / "m" / "tiles.parquet").to_pylist()
     assert len(rows) == 100  # 240 px in windows of the tiny bundle's 24 px: a 10 x 10 grid
     assert all(0.0 <= r["vegetation_pct"] <= 100.0 for r in rows)
+
+
+def test_windows_cover_the_training_footprint_in_metres(
+    patches: list[RealPatch], tmp_path: Path
+) -> None:
+    # The 10 m patch tiled 2 x 2 (2.4 km); a bundle trained on 1.2 km chips cuts it into 2 x 2
+    # windows of 120 px, where its 24 px native side would give 10 x 10 windows of 240 m.
+    db, profile = patches[3].read_db()
+    mosaic = tmp_path / "mosaic.tif"
+    with rasterio.open(
+        mosaic, "w", **(profile | {"count": 2, "width": 240, "height": 240, "driver": "GTiff"})
+    ) as dst:
+        dst.write(np.tile(db, (1, 2, 2)))
+        dst.descriptions = ("VV", "VH")
+    bundle = build_bundle(tmp_path / "models", "s1grd", footprint_m=1200.0)
+    predictor = Predictor([bundle], providers=[CPU], limits=DecodeLimits(workers=1))
+    try:
+        scene = predictor.predict_scene(mosaic.read_bytes())
+    finally:
+        predictor.close()
+    assert (scene.summary.grid.rows, scene.summary.grid.cols, scene.summary.grid.tile_px) == (
+        2,
+        2,
+        120,
+    )
+    out = tmp_path / "out"
+    assert (
+        predict_main(
+            [str(mosaic), "--model", str(bundle.directory), "--out", str(out), "--no-progress"]
+        )
+        == 0
+    )
+    rows = pq.read_table(out / "tiles.parquet").to_pylist()
+    assert sorted(r["identifier"] for r in rows) == ["r0_c0", "r0_c1", "r1_c0", "r1_c1"]
+    by_cell = {(t.row, t.col): t.vegetation_pct for t in scene.tiles}
+    for row in rows:  # the batch command and the scene endpoint agree window by window
+        r, c = int(row["identifier"][1]), int(row["identifier"][4])
+        assert row["vegetation_pct"] == pytest.approx(by_cell[(r, c)], abs=1e-4)

@@ -228,8 +228,11 @@ class SceneSession:
             raise TileError("scene must be a GeoTIFF: expected TIFF data, found NetCDF")
         self._stack = contextlib.ExitStack()
         tile_px = {name: spec.tile_px for name, spec in specs.items()}
+        footprints = {name: spec.footprint_m for name, spec in specs.items()}
         scene: Scene = self._stack.enter_context(
-            open_scene(data, tile_px, modality=modality, max_pixels=max_pixels)
+            open_scene(
+                data, tile_px, modality=modality, max_pixels=max_pixels, footprint_m=footprints
+            )
         )
         rows, cols = scene.grid_shape
         if rows * cols > max_windows:
