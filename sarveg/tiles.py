@@ -52,6 +52,38 @@ MAX_TILE_PIXELS = 2000 * 2000
 # A header may declare up to 65,535 bands; no layout has more than 16 (sartiles NetCDF: 16).
 MAX_BANDS = 64
 UINT8_DB_RANGE = (-30.0, 0.0)
+# geetiles writes uint8(255 * (dB + 30) / 30) without clipping, so dB outside [-30, 0] wraps
+# around modulo 256: a bright +3 dB target reads about -27 dB, very dark -33 dB water about -3.
+# A wrap shows as a pixel at one end of the range whose neighbours sit in the middle: very dark
+# among bright-ish neighbours, or very bright among dark ones.
+WRAP_DARK_DB, WRAP_BRIGHT_DB = -24.0, -6.0
+WRAP_NEIGHBOURS_BRIGHT_DB, WRAP_NEIGHBOURS_DARK_DB = -15.0, -18.0
+
+
+def encode_uint8_db(db: np.ndarray) -> np.ndarray:
+    """Geetiles' uint8 S1GRD encoding as it really is: scaled, truncated, wrapped modulo 256.
+
+    NaN (nodata) becomes 0, the mask value the readers expect.
+    """
+    low, high = UINT8_DB_RANGE
+    scaled = np.where(np.isfinite(db), 255.0 * (db - low) / (high - low), 0.0)
+    return np.mod(np.trunc(scaled).astype(np.int64), 256).astype(np.uint8)
+
+
+def suspected_wraps(vv_db: np.ndarray) -> int:
+    """Pixels of decoded uint8 VV bands ``(4, H, W)`` that look wrapped (see above)."""
+    padded = np.pad(vv_db, ((0, 0), (1, 1), (1, 1)), mode="edge")
+    h, w = vv_db.shape[1:]
+    shifts = [padded[:, dy : dy + h, dx : dx + w] for dy in range(3) for dx in range(3)]
+    shifts.pop(4)  # the pixel itself
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN neighbourhoods
+        neighbours = np.nanmedian(np.stack(shifts), axis=0)  # (4, H, W)
+    dark_wrap = (vv_db < WRAP_DARK_DB) & (neighbours > WRAP_NEIGHBOURS_BRIGHT_DB)
+    bright_wrap = (vv_db > WRAP_BRIGHT_DB) & (neighbours < WRAP_NEIGHBOURS_DARK_DB)
+    return int(np.count_nonzero(np.any(dark_wrap | bright_wrap, axis=0)))
+
+
 DB_VALID_RANGE = (-100.0, 60.0)
 
 TIFF_MAGICS = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
@@ -478,6 +510,19 @@ def decode_geotiff(
             refuse_descending_only(dataset)
         fixed = "coherence" if layout.modality == "gssic" else "db"
         info = InputInfo("seasonal_composite", layout.name, fixed, "layout", "per band")
+        if layout.modality == "s1grd" and layout.dtype == np.uint8:
+            wrapped = suspected_wraps(array[:4])  # the four VV channels, decoded
+            share = wrapped / (raw.shape[1] * raw.shape[2])
+            if wrapped:
+                info = replace(
+                    info,
+                    warnings=(
+                        f"{wrapped} pixels ({share:.1%}) look wrapped: geetiles' uint8 encoding "
+                        "wraps dB outside [-30, 0] around (bright targets read as very dark, "
+                        "very dark water as bright), and these sit at one end of the range "
+                        "among neighbours in the middle",
+                    ),
+                )
     return Tile(
         array=array,
         band_names=bands.CHANNELS[layout.modality],

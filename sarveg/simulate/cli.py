@@ -37,12 +37,24 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--size", type=int, default=112, help="S1GRD tile side in pixels")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
+        "--s1grd-encoding",
+        choices=("float32", "uint8"),
+        default="float32",
+        help="float32 dB, or uint8 as geetiles writes it (unclipped: wraps outside [-30, 0] dB)",
+    )
+    parser.add_argument(
         "--workers", type=int, default=os.cpu_count() or 1, help="processes (default: all cores)"
     )
     args = parser.parse_args(argv)
     try:
         summary = simulate_dataset(
-            args.out, args.regions, args.tiles_per_region, args.size, args.seed, args.workers
+            args.out,
+            args.regions,
+            args.tiles_per_region,
+            args.size,
+            args.seed,
+            args.workers,
+            s1grd_encoding=args.s1grd_encoding,
         )
     except ValueError as error:
         parser.error(str(error))

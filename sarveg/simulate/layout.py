@@ -43,6 +43,7 @@ class TileJob:
     stem_dir: Path
     size: int
     seed: int
+    s1grd_encoding: str = "float32"
 
 
 @dataclass(frozen=True)
@@ -138,7 +139,7 @@ def run_job(job: TileJob) -> TileResult:
     tile = simulate_tile(job.chip, job.size, job.seed)
     name = job.chip.identifier
     written = {
-        "s1grd": write_s1grd(tile, job.stem_dir / S1GRD_DIR / f"{name}.tif"),
+        "s1grd": write_s1grd(tile, job.stem_dir / S1GRD_DIR / f"{name}.tif", job.s1grd_encoding),
         "gssic": write_gssic(tile, job.stem_dir / GSSIC_DIR / f"{name}.nc"),
         "modis": write_modis(tile, job.stem_dir / MODIS_DIR / f"{name}.tif"),
     }
@@ -178,6 +179,7 @@ def simulate_dataset(
     seed: int = 0,
     workers: int | None = None,
     progress: bool = True,
+    s1grd_encoding: str = "float32",
 ) -> SimulationSummary:
     """Simulate a synthetic benchmark and write it in the geetiles layout.
 
@@ -189,6 +191,7 @@ def simulate_dataset(
         seed: simulation seed; the same arguments always give byte-identical files.
         workers: processes to use (default: the number of cores).
         progress: show a tqdm progress bar.
+        s1grd_encoding: ``"float32"`` dB, or ``"uint8"`` as geetiles writes it (wrapped).
 
     Returns:
         A ``SimulationSummary``.
@@ -213,7 +216,7 @@ def simulate_dataset(
         chips = chips_of[region.name]
         stem_dir = write_region_index(out, region.name, chips)
         summary.stems[region.name] = stem_dir.name
-        jobs.extend(TileJob(chip, stem_dir, size, seed) for chip in chips)
+        jobs.extend(TileJob(chip, stem_dir, size, seed, s1grd_encoding) for chip in chips)
     workers = workers or os.cpu_count() or 1
     labels: dict[str, list[float]] = {region.name: [] for region in params}
     bar = tqdm(total=len(jobs), desc="simulate", unit="tile", disable=not progress)
