@@ -3,7 +3,8 @@
 The rule is NaN-aware area averaging: every output pixel is the mean of the valid input pixels
 whose footprint overlaps it, weighted by overlap area. It works for any input size (chips are
 masked to their polygon, so they are not all the same size), down- and up-sampling alike, and
-an output pixel with no valid input stays NaN.
+an output pixel with no valid input stays NaN. Tiles go through :func:`resample_tile`, which
+keeps a non-square tile's aspect (the longer side spans the input, the rest is NaN).
 """
 
 from __future__ import annotations
@@ -76,3 +77,22 @@ def resample_array(array: np.ndarray, size: int | tuple[int, int]) -> np.ndarray
     with np.errstate(invalid="ignore", divide="ignore"):
         out = np.where(weight > 0.0, total / weight, np.nan)
     return out.astype(np.float32, copy=False)
+
+
+def resample_tile(array: np.ndarray, size: int) -> np.ndarray:
+    """Resample a ``(C, H, W)`` tile into a ``(C, size, size)`` model input, keeping its aspect.
+
+    A square tile is resampled as :func:`resample_array` does. A non-square one is scaled so
+    that its longer side spans ``size`` pixels, and centred on a NaN (nodata) canvas, so its
+    ground features keep their shape instead of being stretched along the shorter side.
+    """
+    _, h, w = array.shape
+    if h == w:
+        return resample_array(array, size)
+    scale = size / max(h, w)
+    out_h, out_w = max(1, round(h * scale)), max(1, round(w * scale))
+    resampled = resample_array(array, (out_h, out_w))  # (C, out_h, out_w)
+    canvas = np.full((array.shape[0], size, size), np.nan, np.float32)
+    top, left = (size - out_h) // 2, (size - out_w) // 2
+    canvas[:, top : top + out_h, left : left + out_w] = resampled
+    return canvas

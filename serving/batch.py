@@ -35,7 +35,7 @@ from tqdm import tqdm
 
 from sarveg.bundle import Bundle
 from sarveg.errors import TileError
-from sarveg.resample import resample_array
+from sarveg.resample import resample_tile
 from sarveg.scene import SceneTile, open_scene
 from sarveg.tiles import sniff_format
 from serving.batch_inputs import BatchInput, TileSource
@@ -228,7 +228,7 @@ class UnitDecoder:
             slot.error = window.problem
             return
         slot.crs = tile.crs.to_string() if tile.crs is not None else ""
-        slot.prepared = resample_array(tile.array, self.model.manifest.input_size)  # (C, S, S)
+        slot.prepared = resample_tile(tile.array, self.model.manifest.input_size)  # (C, S, S)
         slot.status = "ok"
 
 

@@ -1,7 +1,7 @@
 """One bundle ready to serve: its ONNX session, its OOD scorer and the tile -> result path.
 
 Tiles arrive in physical units at any pixel size; they are resampled to the bundle's
-``input_size`` with the one rule training used (:func:`sarveg.resample.resample_array`), run
+``input_size`` with the one rule training used (:func:`sarveg.resample.resample_tile`), run
 through the graph in batches, and every tile gets its OOD block and conformal interval.
 """
 
@@ -16,7 +16,7 @@ from sarveg.bundle import Bundle, BundleManifest
 from sarveg.dual_pol import InputInfo
 from sarveg.errors import TileError
 from sarveg.ood import OODScorer, SetOOD, TileOOD
-from sarveg.resample import resample_array
+from sarveg.resample import resample_tile
 from sarveg.tiles import Tile
 from serving.runtime import OnnxModel
 from serving.schemas import InputBlock, Interval, ModelRef, TileOODResult, TilePrediction
@@ -84,7 +84,7 @@ class ServedModel:
 
     def prepare(self, tile: Tile) -> np.ndarray:
         """Return the tile resampled to the model input, ``(C, S, S)`` float32."""
-        return resample_array(tile.array, self.manifest.input_size)
+        return resample_tile(tile.array, self.manifest.input_size)
 
     def predict_batch(self, tiles: np.ndarray) -> list[TileOutcome | None]:
         """Run the model and the OOD block on ``(B, C, S, S)`` prepared tiles.

@@ -69,3 +69,18 @@ def test_weights_rows_sum_to_one_and_are_read_only() -> None:
 def test_rejects_arrays_that_are_not_channels_first() -> None:
     with pytest.raises(ValueError, match=r"expected a \(C, H, W\) array"):
         resample_array(np.zeros((8, 8), np.float32), 4)
+
+
+def test_resample_tile_keeps_the_aspect_of_non_square_tiles() -> None:
+    from sarveg.resample import resample_tile
+
+    tile = np.arange(2 * 40 * 20, dtype=np.float32).reshape(2, 40, 20)  # tall: 40 x 20
+    out = resample_tile(tile, 16)
+    assert out.shape == (2, 16, 16)
+    inside = ~np.isnan(out[0])
+    rows, cols = np.flatnonzero(inside.any(axis=1)), np.flatnonzero(inside.any(axis=0))
+    assert len(rows) == 16 and len(cols) == 8  # 2:1 kept, centred on a NaN canvas
+    assert cols[0] == 4 and cols[-1] == 11
+    np.testing.assert_allclose(out[:, :, 4:12], resample_array(tile, (16, 8)))
+    square = tile[:, :20, :]
+    np.testing.assert_array_equal(resample_tile(square, 16), resample_array(square, 16))

@@ -2,7 +2,7 @@
 
 Pre-training reads every tile many times; decoding GeoTIFF / NetCDF and area-averaging on every
 epoch would cost more than the model on a CPU. ``prepare_cache`` reads the indexed tiles once
-through ``sarveg.read_tile`` and ``sarveg.resample.resample_array`` (the same rule serving uses),
+through ``sarveg.read_tile`` and ``sarveg.resample.resample_tile`` (the same rule serving uses),
 and stores them as a float16 ``.npy`` of shape ``(N, C, S, S)`` that epochs memory-map, plus a JSON
 sidecar with identifiers, regions, splits, labels and the per-channel statistics.
 
@@ -34,7 +34,7 @@ from tqdm import tqdm
 from sarveg import bands
 from sarveg.dataset import TileRecord, index_dataset
 from sarveg.errors import TileError
-from sarveg.resample import RESAMPLING_RULE, resample_array
+from sarveg.resample import RESAMPLING_RULE, resample_tile
 from sarveg.tiles import read_tile
 
 # Bump when the decoding or resampling of cached tiles changes.
@@ -138,7 +138,7 @@ def decode_tile(args: tuple[str, str, int]) -> np.ndarray:
         array = read_tile(path, modality=modality).array  # (C, H, W)
     except TileError as error:
         raise TileError(f"{path}: {error}") from None
-    return resample_array(array, input_size).astype(CACHE_DTYPE)  # (C, S, S)
+    return resample_tile(array, input_size).astype(CACHE_DTYPE)  # (C, S, S)
 
 
 @contextlib.contextmanager

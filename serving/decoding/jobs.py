@@ -19,7 +19,7 @@ import numpy as np
 from sarveg.dual_pol import InputInfo
 from sarveg.errors import TileError
 from sarveg.footprint import footprint_warning
-from sarveg.resample import resample_array
+from sarveg.resample import resample_tile
 from sarveg.scene import MIN_VALID_FRACTION, Scene, SceneTile, open_scene
 from sarveg.tiles import Tile, read_tile, sniff_format
 from serving.decoding.hdf5_scan import HDF5_MAGIC, scan_hdf5
@@ -144,7 +144,7 @@ def prepare_tile(
         encoding=tile.encoding,
         bounds=tile.bounds,
         crs=crs_text(tile.crs),
-        array=resample_array(tile.array, spec.input_size),  # (C, S, S)
+        array=resample_tile(tile.array, spec.input_size),  # (C, S, S)
         input=info,
     )
 
@@ -269,7 +269,7 @@ class SceneSession:
                 skipped.append(window)
                 continue
             windows.append(window)
-            arrays.append(resample_array(scene_tile.tile.array, self._input_size))
+            arrays.append(resample_tile(scene_tile.tile.array, self._input_size))
             if len(windows) == size:
                 break
         if not windows and not skipped:
