@@ -7,7 +7,7 @@ Usage:
 
 Starts ``bentoml serve serving.service:SarVeg`` on a free port with ``SARVEG_MODELS`` set to
 ``--models`` (default: the repository's ``models/``; ``--tiny`` builds the torch-free test
-bundles of ``tests/bundle_factory.py`` in a temporary folder), then prints side by side:
+bundles of ``testkit/bundles.py`` in a temporary folder), then prints side by side:
 
 - latency of one tile (multipart upload, as ``curl -F tile=@...``): p50 / p95 over HTTP at
   concurrency 1 against the bare model call (``session.run`` on the same decoded, resampled

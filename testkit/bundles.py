@@ -250,7 +250,7 @@ def build_bundle(
             synthetic=True,
             fine_tuning_regions=[FINE_TUNING_REGION],
             label_fraction=1.0,
-            config={"factory": "tests/bundle_factory.py", "seed": seed},
+            config={"factory": "testkit/bundles.py", "seed": seed},
             code_version="test",
             created=datetime(2026, 11, 24, tzinfo=UTC),
         ),

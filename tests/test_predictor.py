@@ -101,7 +101,7 @@ def test_gssic_netcdf_and_geotiff(predictor: Predictor, tmp_path: Path) -> None:
     assert china.ood.nearest_region == "china" and china.ood.unreliable
 
 
-# One flipped byte of tile_factory's NetCDF that makes GDAL's netCDF driver (GDAL 3.10 in the
+# One flipped byte of testkit.tiles' NetCDF that makes GDAL's netCDF driver (GDAL 3.10 in the
 # rasterio 1.4.4 wheels) segfault when the dataset is closed; found by fuzzing.
 CRASH_OFFSET, CRASH_BYTE = 4487, 57
 
