@@ -20,6 +20,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 from collections.abc import Iterator
 from multiprocessing.connection import Connection
@@ -133,6 +134,16 @@ def _death_message(exitcode: int | None, limits: DecodeLimits) -> str:
     )
 
 
+def upload_buffer_fd() -> int:
+    """A descriptor for an anonymous shared buffer: a memfd on Linux, else an unlinked file."""
+    if hasattr(os, "memfd_create"):
+        return os.memfd_create("sarveg-upload", os.MFD_CLOEXEC)
+    handle = tempfile.TemporaryFile()  # noqa: SIM115 - the descriptor outlives the object
+    fd = os.dup(handle.fileno())
+    handle.close()
+    return fd
+
+
 class _Child:
     """One decoding process, its socket and its upload buffer.
 
@@ -148,7 +159,7 @@ class _Child:
         self.limits = limits
         self.buffer_size = limits.tile_max_upload_bytes
         ours, theirs = socket.socketpair()
-        fd = os.memfd_create("sarveg-upload", os.MFD_CLOEXEC)
+        fd = upload_buffer_fd()
         try:
             os.ftruncate(fd, self.buffer_size)
             self.buffer = mmap.mmap(fd, self.buffer_size)
