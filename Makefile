@@ -9,7 +9,8 @@ export BENTOML_DO_NOT_TRACK := true
 
 install: $(STAMP)
 
-# pip takes torch 2.14.1 / torchvision 0.29.1 from the local disk (DEVELOPERS.md); uv/poetry would download.
+# pip takes torch 2.14.1 / torchvision 0.29.1 from the machine's local wheel cache; uv and poetry do
+# not see it and would download ~3 GB, so everything installs with pip into a venv.
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip

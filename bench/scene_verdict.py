@@ -26,7 +26,6 @@ for. 95 % Wilson intervals beside each rate. Synthetic tiles.
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 from pathlib import Path
 
@@ -37,6 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from bench.ood_calibration import wilson_interval  # noqa: E402
 from sarveg.bundle import load_bundle  # noqa: E402
 from sarveg.dataset import index_dataset  # noqa: E402
 from sarveg.ood import OODScorer, rank_sum_p_value  # noqa: E402
@@ -45,14 +45,6 @@ from training.onnx_export import run_session  # noqa: E402
 
 SIZES = (4, 16, 64)
 SPLITS = 200  # random calibration halves of the exchangeable case
-Z95 = 1.959964
-
-
-def wilson(successes: int, n: int) -> tuple[float, float]:
-    p = successes / n
-    centre = (p + Z95**2 / (2 * n)) / (1 + Z95**2 / n)
-    half = Z95 * math.sqrt(p * (1 - p) / n + Z95**2 / (4 * n * n)) / (1 + Z95**2 / n)
-    return centre - half, centre + half
 
 
 def embed(bundle_dir: Path, data: Path, region: str) -> tuple[np.ndarray, np.ndarray]:
@@ -135,7 +127,7 @@ def main() -> int:
 
 
 def report(label: str, contiguous: bool, size: int, flagged: int, n: int) -> None:
-    low, high = wilson(flagged, n)
+    low, high = wilson_interval(flagged, n)
     kind = "contiguous" if contiguous else "random"
     print(f"{label:<20}{kind:<12}{size:>5}{n:>8}{flagged / n:>9.3f}{f'{low:.3f}..{high:.3f}':>16}")
 

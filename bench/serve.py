@@ -58,7 +58,6 @@ from pathlib import Path
 
 import aiohttp
 import numpy as np
-import psutil
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -67,7 +66,13 @@ from sarveg import bands  # noqa: E402
 from serving.decoding import DecodeLimits  # noqa: E402
 from serving.predictor import Predictor  # noqa: E402
 from testkit.hostile import sparse_bomb  # noqa: E402
-from testkit.server import free_port, start_server, stop_server  # noqa: E402
+from testkit.server import (  # noqa: E402
+    free_port,
+    start_server,
+    stop_server,
+    tree_cpu_seconds,
+    tree_rss_bytes,
+)
 from testkit.tiles import coherence_x100, s1grd_db, write_geotiff  # noqa: E402
 
 CONCURRENCY = (1, 4, 16)
@@ -212,12 +217,6 @@ async def measure_floor(
     return n / wall, with_hey
 
 
-def server_rss(pid: int) -> int:
-    """Resident bytes of the server process tree (arbiter and workers)."""
-    root = psutil.Process(pid)
-    return sum(p.memory_info().rss for p in [root, *root.children(recursive=True)])
-
-
 def percentile_ms(values: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(values) * 1000.0, q))
 
@@ -231,19 +230,6 @@ def make_tile(modality: str, side: int, directory: Path) -> Path:
 
 
 RAW_BATCHES = (1, 2, 4, 8, 16, 32)
-
-
-def server_cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of the server process tree so far."""
-    root = psutil.Process(pid)
-    total = 0.0
-    for process in [root, *root.children(recursive=True)]:
-        try:
-            times = process.cpu_times()
-        except psutil.NoSuchProcess:
-            continue
-        total += times.user + times.system
-    return total
 
 
 def raw_rates_by_batch(
@@ -311,18 +297,18 @@ async def measure(args: argparse.Namespace, models: str, workdir: Path) -> int:
         rows = []
         for concurrency in CONCURRENCY:
             before = await batch_stats(url)
-            cpu_before = server_cpu_seconds(process.pid)
+            cpu_before = tree_cpu_seconds(process.pid)
             n = max(args.throughput_requests, 20 * concurrency)
             _, level_errors, wall = await run_requests(url, payload, n, concurrency)
-            cpu_ms = (server_cpu_seconds(process.pid) - cpu_before) * 1000.0 / n
+            cpu_ms = (tree_cpu_seconds(process.pid) - cpu_before) * 1000.0 / n
             after = await batch_stats(url)
             mean_batch = (after[0] - before[0]) / max(after[1] - before[1], 1.0)
             rows.append((concurrency, n / wall, level_errors, mean_batch, cpu_ms))
             errors += level_errors
         await run_requests(url, payload, 200, 16)
-        rss_warm = server_rss(process.pid)
+        rss_warm = tree_rss_bytes(process.pid)
         load_latencies, load_errors, load_wall = await run_requests(url, payload, args.load, 16)
-        rss_end = server_rss(process.pid)
+        rss_end = tree_rss_bytes(process.pid)
         body = multipart_body(payload, workdir) if shutil.which("hey") else None
         served_hey = hey_rate(url, *body, args.throughput_requests, 16) if body else None
     finally:
@@ -415,9 +401,9 @@ BOMB_CLIENTS = 32
 
 async def peak_rss_during(pid: int, work: asyncio.Future) -> int:
     """Highest RSS of the process tree, sampled every 20 ms until ``work`` is done."""
-    peak = server_rss(pid)
+    peak = tree_rss_bytes(pid)
     while not work.done():
-        peak = max(peak, server_rss(pid))
+        peak = max(peak, tree_rss_bytes(pid))
         await asyncio.sleep(0.02)
     return peak
 
@@ -441,7 +427,7 @@ async def decoding_round(
         latencies, errors, _ = await run_requests(url, payload, args.latency_requests, 1)
         _, errors16, wall = await run_requests(url, payload, args.throughput_requests, 16)
         await asyncio.sleep(1.0)
-        at_rest = server_rss(process.pid)
+        at_rest = tree_rss_bytes(process.pid)
         bomb = asyncio.ensure_future(
             run_requests(url, sparse_bomb(), 4 * BOMB_CLIENTS, BOMB_CLIENTS)
         )

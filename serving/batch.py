@@ -48,7 +48,7 @@ from serving.batch_outputs import (
     prepare_out_dir,
 )
 from serving.decoding import DecodeLimits, DecoderPool, ModelSpec, PreparedTile
-from serving.decoding.jobs import prepare_tile
+from serving.decoding.jobs import TileRequest, prepare_tile
 from serving.model import ServedModel
 from serving.runtime import OnnxModel, usable_cores
 
@@ -173,10 +173,10 @@ class UnitDecoder:
         """Decode one tile file (the service's rule: NetCDF by content goes to the child)."""
         with open(path, "rb") as handle:
             data = handle.read()
-        max_pixels = self.limits.tile_max_pixels
+        request = TileRequest(data, self.modality, self.specs, self.limits.tile_max_pixels)
         if sniff_format(data[:8]) == "netcdf":
-            return self._sandbox().prepare_tile(data, self.modality, self.specs, max_pixels)
-        return prepare_tile(data, self.modality, self.specs, max_pixels)
+            return self._sandbox().prepare_tile(request)
+        return prepare_tile(request)
 
     def decode(self, sources: Sequence[TileSource]) -> DecodedUnit:
         """Decode and resample a unit; a tile that fails is recorded, never raised."""

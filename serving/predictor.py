@@ -25,6 +25,7 @@ from sarveg.bundle import MANIFEST_FILE, MODEL_FILE, Bundle, BundleError, load_b
 from sarveg.errors import TileError
 from sarveg.tiles import check_modality
 from serving.decoding import DecodeLimits, ModelSpec, PreparedTile, make_decoder
+from serving.decoding.jobs import SceneRequest, TileRequest
 from serving.model import ServedModel
 from serving.runtime import OnnxModel, choose_providers
 from serving.scenes import SceneRun, run_scene, summarise_scene, write_scene_map
@@ -180,7 +181,7 @@ class Predictor:
         if modality is not None:
             self.model_for(modality)  # an unknown or unserved modality fails before decoding
         prepared = self.decoder.prepare_tile(
-            data, modality, self.specs, self.limits.tile_max_pixels, units, name
+            TileRequest(data, modality, self.specs, self.limits.tile_max_pixels, units, name)
         )
         return self.model_for(prepared.modality), prepared
 
@@ -215,9 +216,10 @@ class Predictor:
         if modality is not None:
             self.model_for(modality)
         limits = self.limits
-        with self.decoder.open_scene(
+        request = SceneRequest(
             data, modality, self.specs, limits.scene_max_pixels, limits.scene_max_windows
-        ) as stream:
+        )
+        with self.decoder.open_scene(request) as stream:
             model = self.model_for(stream.header.modality)
             return model, run_scene(model, stream, self.max_batch_size)
 

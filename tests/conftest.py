@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import sys
 import time
@@ -28,14 +27,9 @@ class Served:
 
     def rss_mb(self) -> float:
         """Resident memory of the server's whole process tree (arbiter, workers, children), MiB."""
-        import psutil
+        from testkit.server import tree_rss_bytes
 
-        root = psutil.Process(self.pid)
-        total = 0
-        for process in [root, *root.children(recursive=True)]:
-            with contextlib.suppress(psutil.NoSuchProcess):
-                total += process.memory_info().rss
-        return total / 2**20
+        return tree_rss_bytes(self.pid) / 2**20
 
 
 UPLOAD_CAP_MB = 1.0  # /predict

@@ -19,6 +19,7 @@ import requests
 
 from sarveg import TileError, bands, read_tile
 from serving.decoding import DecodeLimits, DecoderPool, ModelSpec
+from serving.decoding.jobs import TileRequest
 from serving.predictor import Predictor
 from serving.runtime import CPU
 from testkit import hostile as hf
@@ -172,8 +173,8 @@ def test_memory_limit_costs_a_child_not_the_server() -> None:
         big = s1grd_bytes(1800, value=-12.0)  # small upload, 100 MB of decoded bands
         assert len(big) < 2_000_000
         with pytest.raises(TileError, match="could not decode|too large to decode|crashed"):
-            pool.prepare_tile(big, None, SPECS, 4_000_000)
-        ok = pool.prepare_tile(s1grd_bytes(24), None, SPECS, 4_000_000)
+            pool.prepare_tile(TileRequest(big, None, SPECS, 4_000_000))
+        ok = pool.prepare_tile(TileRequest(s1grd_bytes(24), None, SPECS, 4_000_000))
         assert ok.modality == "s1grd" and ok.array.shape == (12, INPUT_SIZE, INPUT_SIZE)
     finally:
         pool.close()
@@ -184,7 +185,7 @@ def test_timeout_kills_and_replaces_the_child() -> None:
     try:
         first = pool.pids()
         with pytest.raises(TileError, match=r"expected a file that decodes within 0.001 s"):
-            pool.prepare_tile(s1grd_bytes(1000), None, SPECS, 4_000_000)
+            pool.prepare_tile(TileRequest(s1grd_bytes(1000), None, SPECS, 4_000_000))
         assert pool.pids() and pool.pids() != first  # a fresh child took its place
     finally:
         pool.close()
@@ -197,7 +198,7 @@ def test_dead_child_is_replaced() -> None:
             os.kill(pid, signal.SIGKILL)
         time.sleep(0.2)
         for _ in range(3):  # each request finds a dead child once, then gets a fresh one
-            ok = pool.prepare_tile(s1grd_bytes(24), None, SPECS, 4_000_000)
+            ok = pool.prepare_tile(TileRequest(s1grd_bytes(24), None, SPECS, 4_000_000))
             assert ok.array.shape == (12, INPUT_SIZE, INPUT_SIZE)
     finally:
         pool.close()

@@ -7,7 +7,15 @@
 - :mod:`serving.decoding.pool`: the pool of children, and the in-process alternative.
 """
 
-from serving.decoding.jobs import ModelSpec, PreparedTile, SceneHeader, Window, WindowBatch
+from serving.decoding.jobs import (
+    ModelSpec,
+    PreparedTile,
+    SceneHeader,
+    SceneRequest,
+    TileRequest,
+    Window,
+    WindowBatch,
+)
 from serving.decoding.limits import DecodeLimits
 from serving.decoding.pool import Decoder, DecoderPool, InProcessDecoder, make_decoder
 
@@ -19,6 +27,8 @@ __all__ = [
     "ModelSpec",
     "PreparedTile",
     "SceneHeader",
+    "SceneRequest",
+    "TileRequest",
     "Window",
     "WindowBatch",
     "make_decoder",

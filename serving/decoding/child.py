@@ -1,8 +1,9 @@
 """The decoding child process: limits itself, then answers decoding requests from a pipe.
 
-Requests are ``(kind, args)`` tuples: ``("tile", (data, modality, specs, max_pixels))``,
-``("scene_open", (data, modality, specs, max_pixels))``, ``("scene_next", (size,))`` and
-``("scene_close", ())``. Replies are ``("ok", value)`` or ``("error", message)``.
+Requests are ``(kind, payload)`` pairs: ``("tile", TileRequest)``, ``("scene_open",
+SceneRequest)``, ``("scene_next", size)`` and ``("scene_close", None)``; a request's ``data``
+may be an ``InBuffer`` standing for bytes in the shared upload buffer. Replies are
+``("ok", value)`` or ``("error", message)``.
 
 Before the first request the child caps its address space (its idle size plus the configured
 headroom); before each request it gives itself a fresh CPU-time allowance, past which the kernel
@@ -17,6 +18,7 @@ import mmap
 import os
 import resource
 import sys
+from dataclasses import replace
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -63,17 +65,17 @@ class _Handler:
         self.memory_mb = memory_mb
         self.session: SceneSession | None = None
 
-    def handle(self, kind: str, args: tuple[Any, ...]) -> Any:
+    def handle(self, kind: str, payload: Any) -> Any:
         if kind == "tile":
-            return prepare_tile(*args)
+            return prepare_tile(payload)
         if kind == "scene_open":
             self.close_session()
-            self.session = SceneSession(*args)
+            self.session = SceneSession(payload)
             return self.session.header
         if kind == "scene_next":
             if self.session is None:
                 raise TileError("no open scene")
-            return self.session.next_batch(*args)
+            return self.session.next_batch(payload)
         if kind == "scene_close":
             self.close_session()
             return None
@@ -84,9 +86,9 @@ class _Handler:
             session, self.session = self.session, None
             session.close()
 
-    def reply(self, kind: str, args: tuple[Any, ...]) -> tuple[str, Any]:
+    def reply(self, kind: str, payload: Any) -> tuple[str, Any]:
         try:
-            return ("ok", self.handle(kind, args))
+            return ("ok", self.handle(kind, payload))
         except TileError as error:
             self.close_session()
             return ("error", str(error))
@@ -130,17 +132,18 @@ def run_child(
     with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB):
         while True:
             try:
-                kind, args = conn.recv()
+                kind, payload = conn.recv()
             except (EOFError, OSError):
                 return
             except MemoryError:
                 conn.send(("error", f"upload too large to decode within {memory_mb} MiB"))
                 continue
             allow_cpu(cpu_s)
-            if args and isinstance(args[0], InBuffer):
-                args = (buffer[: args[0].length], *args[1:])
-            reply = handler.reply(kind, args)
-            del args
+            data = getattr(payload, "data", None)
+            if isinstance(data, InBuffer):
+                payload = replace(payload, data=buffer[: data.length])
+            reply = handler.reply(kind, payload)
+            del payload, data
             try:
                 conn.send(reply)
             except MemoryError:

@@ -103,29 +103,62 @@ def spec_for(modality: str, specs: Specs) -> ModelSpec:
     return specs[modality]
 
 
-def prepare_tile(
-    data: bytes,
-    modality: str | None,
-    specs: Specs,
-    max_pixels: int,
-    units: str | None = None,
-    name: str | None = None,
-) -> PreparedTile:
-    """Decode an uploaded tile and resample it to its bundle's input.
+@dataclass(frozen=True)
+class TileRequest:
+    """One uploaded tile to decode.
 
-    Args:
-        data: the file's bytes (GeoTIFF or NetCDF, recognised by content).
+    Attributes:
+        data: the file's bytes (GeoTIFF or NetCDF, recognised by content), or where they are
+            in a decoding child's shared buffer.
         modality: insist on a modality; None infers it from the bands.
         specs: the served modalities and their input sizes.
         max_pixels: header budget (height x width).
         units: declared units of a two-band VV/VH file (None: detected).
         name: the upload's file name, searched for an acquisition date.
+    """
+
+    data: bytes | InBuffer
+    modality: str | None
+    specs: Specs
+    max_pixels: int
+    units: str | None = None
+    name: str | None = None
+
+
+@dataclass(frozen=True)
+class SceneRequest:
+    """One uploaded scene to read window by window.
+
+    Attributes:
+        data: the scene GeoTIFF's bytes, or where they are in a child's shared buffer.
+        modality: insist on a modality; None infers it from the bands.
+        specs: the served modalities.
+        max_pixels: header budget (height x width).
+        max_windows: most windows in the scene's grid.
+    """
+
+    data: bytes | InBuffer
+    modality: str | None
+    specs: Specs
+    max_pixels: int
+    max_windows: int = MAX_SCENE_TILES
+
+
+def prepare_tile(request: TileRequest) -> PreparedTile:
+    """Decode an uploaded tile and resample it to its bundle's input.
 
     Raises:
         TileError: anything that is not a tile this server can answer.
     """
+    data, modality, specs = request.data, request.modality, request.specs  # data: bytes here
     check_self_contained(data)
-    tile: Tile = read_tile(data, modality=modality, max_pixels=max_pixels, units=units, name=name)
+    tile: Tile = read_tile(
+        data,
+        modality=modality,
+        max_pixels=request.max_pixels,
+        units=request.units,
+        name=request.name,
+    )
     valid = float(np.isfinite(tile.array).all(axis=0).mean())
     if valid < MIN_VALID_FRACTION:  # the rule scene windows follow
         raise TileError(
@@ -206,24 +239,15 @@ class SceneSession:
     """An open scene read batch by batch (:meth:`next_batch`); close it when done.
 
     Args:
-        data: the scene GeoTIFF's bytes.
-        modality: insist on a modality; None infers it from the bands.
-        specs: the served modalities.
-        max_pixels: header budget (height x width).
-        max_windows: most windows in the scene's grid.
+        request: the scene and its budgets.
 
     Raises:
         TileError: not a scene this server can read (format, bands, budget, grid size).
     """
 
-    def __init__(
-        self,
-        data: bytes,
-        modality: str | None,
-        specs: Specs,
-        max_pixels: int,
-        max_windows: int = MAX_SCENE_TILES,
-    ) -> None:
+    def __init__(self, request: SceneRequest) -> None:
+        data, modality, specs = request.data, request.modality, request.specs  # data: bytes
+        max_pixels, max_windows = request.max_pixels, request.max_windows
         if sniff_format(data[:8]) != "tiff":
             raise TileError("scene must be a GeoTIFF: expected TIFF data, found NetCDF")
         self._stack = contextlib.ExitStack()

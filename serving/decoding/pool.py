@@ -23,6 +23,7 @@ import sys
 import tempfile
 import threading
 from collections.abc import Iterator
+from dataclasses import replace
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any, Protocol
@@ -32,9 +33,11 @@ from serving.decoding.jobs import (
     InBuffer,
     PreparedTile,
     SceneHeader,
+    SceneRequest,
     SceneSession,
-    Specs,
+    TileRequest,
     WindowBatch,
+    prepare_tile,
 )
 from serving.decoding.limits import DecodeLimits
 
@@ -67,21 +70,11 @@ class SceneStream(Protocol):
 class Decoder(Protocol):
     """What the predictor needs to turn upload bytes into model inputs."""
 
-    def prepare_tile(
-        self,
-        data: bytes,
-        modality: str | None,
-        specs: Specs,
-        max_pixels: int,
-        units: str | None = None,
-        name: str | None = None,
-    ) -> PreparedTile:
+    def prepare_tile(self, request: TileRequest) -> PreparedTile:
         """Decode one tile (see :func:`serving.decoding.jobs.prepare_tile`)."""
         ...
 
-    def open_scene(
-        self, data: bytes, modality: str | None, specs: Specs, max_pixels: int, max_windows: int
-    ) -> contextlib.AbstractContextManager[SceneStream]:
+    def open_scene(self, request: SceneRequest) -> contextlib.AbstractContextManager[SceneStream]:
         """Open a scene for batch reading (see :class:`serving.decoding.jobs.SceneSession`)."""
         ...
 
@@ -93,26 +86,14 @@ class Decoder(Protocol):
 class InProcessDecoder:
     """Runs the decoding jobs in this process."""
 
-    def prepare_tile(
-        self,
-        data: bytes,
-        modality: str | None,
-        specs: Specs,
-        max_pixels: int,
-        units: str | None = None,
-        name: str | None = None,
-    ) -> PreparedTile:
+    def prepare_tile(self, request: TileRequest) -> PreparedTile:
         """Decode one tile here."""
-        from serving.decoding.jobs import prepare_tile
-
-        return prepare_tile(data, modality, specs, max_pixels, units, name)
+        return prepare_tile(request)
 
     @contextlib.contextmanager
-    def open_scene(
-        self, data: bytes, modality: str | None, specs: Specs, max_pixels: int, max_windows: int
-    ) -> Iterator[SceneStream]:
+    def open_scene(self, request: SceneRequest) -> Iterator[SceneStream]:
         """Open a scene here."""
-        session = SceneSession(data, modality, specs, max_pixels, max_windows)
+        session = SceneSession(request)
         try:
             yield session
         finally:
@@ -200,15 +181,15 @@ class _Child:
             raise _IdleDeath from None
         self.ready = True
 
-    def call(self, kind: str, *args: Any) -> Any:
+    def call(self, kind: str, payload: Any = None) -> Any:
         """Send one request and wait for its answer (the timeout starts now)."""
         self._wait_ready()
-        if args and isinstance(args[0], bytes) and len(args[0]) <= self.buffer_size:
-            data = args[0]
+        data = getattr(payload, "data", None)
+        if isinstance(data, bytes) and len(data) <= self.buffer_size:
             self.buffer[: len(data)] = data
-            args = (InBuffer(len(data)), *args[1:])
+            payload = replace(payload, data=InBuffer(len(data)))
         try:
-            self.conn.send((kind, args))
+            self.conn.send((kind, payload))
         except (BrokenPipeError, ConnectionError, OSError):
             self.kill()
             raise _IdleDeath from None
@@ -291,41 +272,30 @@ class DecoderPool:
             if not self._closed:
                 self._idle.put(self._spawn() if child.broken else child)
 
-    def _call(self, child: _Child, kind: str, *args: Any) -> Any:
+    def _call(self, child: _Child, kind: str, payload: Any = None) -> Any:
         try:
-            return child.call(kind, *args)
+            return child.call(kind, payload)
         except _IdleDeath:
             raise TileError(_death_message(child.process.returncode, self.limits)) from None
 
-    def prepare_tile(
-        self,
-        data: bytes,
-        modality: str | None,
-        specs: Specs,
-        max_pixels: int,
-        units: str | None = None,
-        name: str | None = None,
-    ) -> PreparedTile:
+    def prepare_tile(self, request: TileRequest) -> PreparedTile:
         """Decode one tile in a child."""
+        request = replace(request, specs=dict(request.specs))  # a plain dict pickles
         for attempt in range(2):
             with self._child() as child:
                 try:
-                    return child.call("tile", data, modality, dict(specs), max_pixels, units, name)
+                    return child.call("tile", request)
                 except _IdleDeath:
                     if attempt:  # a fresh child died before reading: a server fault
                         raise RuntimeError("decoding child died before its first request") from None
         raise AssertionError("unreachable")
 
     @contextlib.contextmanager
-    def open_scene(
-        self, data: bytes, modality: str | None, specs: Specs, max_pixels: int, max_windows: int
-    ) -> Iterator[SceneStream]:
+    def open_scene(self, request: SceneRequest) -> Iterator[SceneStream]:
         """Open a scene in a child, which stays with the scene until it is closed."""
         with self._child() as child:
-            header = self._call(
-                child, "scene_open", data, modality, dict(specs), max_pixels, max_windows
-            )
-            del data
+            header = self._call(child, "scene_open", replace(request, specs=dict(request.specs)))
+            del request
             try:
                 yield _ChildScene(child, header)
             finally:
