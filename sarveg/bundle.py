@@ -8,6 +8,8 @@ A bundle is a directory ``models/<name>/`` holding exactly the files listed in i
 - ``reference.npz``: reference embeddings and conformal calibration arrays (layout below).
 - ``bundle.json``: the manifest, validated by :class:`BundleManifest`; lists the sha256 of every
   other file in the directory.
+- optional ``weights.safetensors`` + ``weights.json``: the fine-tuned PyTorch weights and what
+  rebuilds the module (``training.bundle_weights``); serving ignores them.
 
 ``reference.npz`` layout (``numpy.savez``, no pickles). ``D`` is ``embedding_size``; for every
 region ``r`` in ``ood.reference_regions`` (held-out test-split tiles of that region, ~2,000):
@@ -63,6 +65,10 @@ SCHEMA_VERSION = 1
 MANIFEST_FILE = "bundle.json"
 MODEL_FILE = "model.onnx"
 REFERENCE_FILE = "reference.npz"
+# Optional: the trainable weights (``training.bundle_weights``), for fine-tuning a bundle further.
+# Serving never opens them; ``load_bundle`` checks their checksums like every listed file.
+WEIGHTS_FILE = "weights.safetensors"
+WEIGHTS_META_FILE = "weights.json"
 MAX_BUNDLE_BYTES = 30 * 1024 * 1024
 # A training tile can be no larger than ``read_tile`` decodes: 16 bands of 4096 x 4096.
 MAX_SOURCE_TILE_PX = 4096

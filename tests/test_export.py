@@ -16,6 +16,7 @@ from sarveg.ood import OODScorer
 from sarveg.simulate.layout import simulate_dataset
 from tests.training_runs import REGIONS, SIDE_PX, finetune_tiny, pretrain_tiny, simulate_tiny
 from training.backbone import build_backbone
+from training.bundle_weights import load_bundle_weights
 from training.config import ModelConfig
 from training.export import ExportSettings, build_bundle, main
 from training.onnx_export import (
@@ -153,7 +154,13 @@ def test_exported_bundle_loads_and_matches_the_contract(bundle_dir):
     out, run, _ = bundle_dir
     bundle = load_bundle(out)
     manifest = bundle.manifest
-    assert sorted(manifest.files) == ["MODEL_CARD.md", "model.onnx", "reference.npz"]
+    assert sorted(manifest.files) == [
+        "MODEL_CARD.md",
+        "model.onnx",
+        "reference.npz",
+        "weights.json",
+        "weights.safetensors",
+    ]
     assert sum(p.stat().st_size for p in out.iterdir()) <= MAX_BUNDLE_BYTES
     assert manifest.outputs == ["vegetation_pct", "embedding", "attention"]
     assert manifest.input_size == 32 and manifest.source_tile_px == 32
@@ -197,6 +204,34 @@ def test_tampered_bundle_fails_to_load(bundle_dir, tmp_path):
     (copy / "model.onnx").write_bytes((out / "model.onnx").read_bytes() + b"\0")
     with pytest.raises(BundleError, match="model.onnx: sha256 mismatch"):
         load_bundle(copy)
+
+
+def test_bundle_weights_rebuild_the_checkpoint_model(bundle_dir, tmp_path):
+    out, run, _ = bundle_dir
+    rebuilt = load_bundle_weights(out)
+    original = load_finetuned(run)
+    x = torch.randn(3, 12, 32, 32)
+    with torch.no_grad():
+        expected = original.model.forward_all(x)[0]
+        found = rebuilt.model.forward_all(x)[0]
+    torch.testing.assert_close(found, expected)
+    assert rebuilt.checkpoint["tiles"] == original.checkpoint["tiles"]
+    assert rebuilt.input_size == 32 and rebuilt.modality == "s1grd"
+    # Tampered weights fail the bundle's checksum; a bundle without weights names the gap.
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    for item in out.iterdir():
+        (copy / item.name).write_bytes(item.read_bytes())
+    (copy / "weights.safetensors").write_bytes(b"\0" + (out / "weights.safetensors").read_bytes())
+    with pytest.raises(BundleError, match="weights.safetensors: sha256 mismatch"):
+        load_bundle_weights(copy)
+    manifest = json.loads((out / "bundle.json").read_text())
+    for name in ("weights.safetensors", "weights.json"):
+        del manifest["files"][name]
+        (copy / name).unlink()
+    (copy / "bundle.json").write_text(json.dumps(manifest))
+    with pytest.raises(ValueError, match="expected trainable weights"):
+        load_bundle_weights(copy)
 
 
 def test_export_cli_refuses_to_overwrite_without_force(bundle_dir, capsys):

@@ -18,6 +18,8 @@ Which tiles go where (fine-tuning region ``F``, e.g. conus; every split is the d
   whole test split joins the reference. 500 evaluation tiles measure a false-flag rate of 0.05
   to +/- 0.02 only at about two standard errors; 2,000 tiles halve that error.
 - ``metrics``: every region's whole test split.
+- ``weights.safetensors`` + ``weights.json``: the checkpoint's fp32 weights, for fine-tuning the
+  bundle further (``training.bundle_weights``).
 
 All embeddings and predictions stored or measured come from the shipped ONNX graph in ONNX
 Runtime, i.e. exactly what serving will compute.
@@ -57,6 +59,7 @@ from sarveg.ood import OODScorer, calibrate_ood
 from sarveg.ood_evaluation import evaluate_ood, measure_region_membership
 from sarveg.reference import RegionReference, save_reference
 from sarveg.tiles import read_tile
+from training.bundle_weights import save_bundle_weights
 from training.cache import TileCache, prepare_cache
 from training.evaluate import score_predictions, simulation_seed, synthetic_data
 from training.label_budget import region_rng, split_holdout
@@ -495,6 +498,7 @@ def write_bundle(
         ood=ood,
     )
     (staging / CARD_FILE).write_text(render_model_card(manifest))
+    save_bundle_weights(staging, finetuned)
     manifest = finalise_bundle(staging, manifest)
     load_bundle(staging)
     return manifest
