@@ -59,7 +59,7 @@ DEFAULT_MODEL = ROOT / "models" / "s1grd-conus"
 TARGET_RATIO = 0.85
 RSS_LIMIT_MIB = 1536
 POLL_S = 0.05
-COMMAND = "import sys; from serving.batch_cli import main; sys.exit(main(sys.argv[1:]))"
+COMMAND = "import sys; from serving.batch.cli import main; sys.exit(main(sys.argv[1:]))"
 
 
 def find_tiles(data: Path, region: str, modality: str) -> list[Path]:

@@ -14,16 +14,16 @@ import pyarrow.parquet as pq
 import pytest
 import rasterio
 
-import serving.batch
+import serving.batch.pipeline
 from sarveg import bands
 from sarveg.bundle import load_bundle
 from sarveg.ood import OODScorer
 from sarveg.simulate.layout import simulate_dataset
-from serving.batch import BatchJob, LocalEngine, run_batch
-from serving.batch_cli import main
-from serving.batch_inputs import discover_input
-from serving.batch_outputs import TABLE_COLUMNS
-from serving.batch_ray import ray_available
+from serving.batch.cli import main
+from serving.batch.inputs import discover_input
+from serving.batch.outputs import TABLE_COLUMNS
+from serving.batch.pipeline import BatchJob, LocalEngine, run_batch
+from serving.batch.ray_engine import ray_available
 from serving.predictor import Predictor
 from serving.runtime import CPU
 from serving.scenes import MAP_BANDS
@@ -272,7 +272,7 @@ def test_rerun_skips_finished_tiles_and_resumes_an_interrupted_run(
 
     # An interrupted run keeps what it finished; the rerun does the rest.
     calls = {"n": 0}
-    original = serving.batch.predict_unit
+    original = serving.batch.pipeline.predict_unit
 
     def interrupted(*args: object) -> dict:
         calls["n"] += 1
@@ -280,12 +280,12 @@ def test_rerun_skips_finished_tiles_and_resumes_an_interrupted_run(
             raise KeyboardInterrupt
         return original(*args)
 
-    monkeypatch.setattr(serving.batch, "predict_unit", interrupted)
+    monkeypatch.setattr(serving.batch.pipeline, "predict_unit", interrupted)
     broken = tmp_path / "broken"
     with pytest.raises(KeyboardInterrupt):
         predict(folder, "--model", s1grd_model, "--out", broken, "--batch-size", "2")
     assert not (broken / "tiles.parquet").exists()
-    monkeypatch.setattr(serving.batch, "predict_unit", original)
+    monkeypatch.setattr(serving.batch.pipeline, "predict_unit", original)
     assert predict(folder, "--model", s1grd_model, "--out", broken, "--batch-size", "2") == 0
     assert read_summary(broken)["counts"]["done_before_this_run"] == 2
     # Same units as the fresh run (2, 2, 2): the same numbers exactly.
@@ -345,7 +345,7 @@ def test_tiles_in_another_crs_are_placed_in_the_map_crs(s1grd_model: Path, tmp_p
 def test_ray_engine_gives_the_local_engine_outputs(
     sim_dir: Path, s1grd_model: Path, tmp_path: Path
 ) -> None:
-    from serving.batch_ray import RayEngine
+    from serving.batch.ray_engine import RayEngine
 
     bundle = load_bundle(s1grd_model)
     job = BatchJob(bundle=bundle, batch_size=8, providers=[CPU])
@@ -389,7 +389,7 @@ def test_batch_runs_without_torch(s1grd_model: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
     result = run_blocked(
         f"""
-        from serving.batch_cli import main
+        from serving.batch.cli import main
         assert main([{str(folder)!r}, "--model", {str(s1grd_model)!r}, "--out", {str(out)!r},
                      "--no-progress"]) == 0
         leaked = {{"torch", "timm", "training"}} & {{m.split(".")[0] for m in sys.modules}}

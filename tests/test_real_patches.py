@@ -12,7 +12,7 @@ import rasterio
 import requests
 
 from sarveg import TileError, bands, read_tile
-from serving.batch_cli import main as predict_main
+from serving.batch.cli import main as predict_main
 from serving.decoding import DecodeLimits
 from serving.predictor import Predictor
 from serving.runtime import CPU

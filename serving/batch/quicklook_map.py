@@ -26,7 +26,7 @@ from rasterio.enums import Resampling
 from rasterio.warp import transform_bounds
 
 from sarveg.bundle import BundleManifest
-from serving.batch_inputs import BatchInput
+from serving.batch.inputs import BatchInput
 from serving.scenes import MAP_BANDS, label_map
 
 logger = logging.getLogger(__name__)

@@ -10,7 +10,7 @@
 - ``skipped.csv``: mosaic windows skipped by the tile checks (too little valid data, linear
   power, dB out of range, infinities), with the reason;
 - rebuilt from the parts at the end of every run: ``tiles.parquet`` (one row per predicted tile,
-  sorted by identifier), ``map.tif`` and ``quicklook.png`` (:mod:`serving.batch_map`), and
+  sorted by identifier), ``map.tif`` and ``quicklook.png`` (:mod:`serving.batch.quicklook_map`), and
   ``summary.json`` (counts, the region-level SWD of the tiles' embeddings to every reference
   region, the unreliable share, the unreadable tiles, the model, timings, a synthetic flag).
 
@@ -41,8 +41,8 @@ from sarveg.bundle import MODEL_FILE, Bundle
 from sarveg.errors import TileError
 from sarveg.ood import OODScorer
 from sarveg.scene import reason_kind
-from serving.batch_inputs import BatchInput
-from serving.batch_map import harmonise_bounds, map_values, write_map, write_quicklook
+from serving.batch.inputs import BatchInput
+from serving.batch.quicklook_map import harmonise_bounds, map_values, write_map, write_quicklook
 from serving.scenes import QUANTILES
 
 RUN_FILE = "run.json"
@@ -58,7 +58,7 @@ PART_SECONDS = 30.0
 MAX_LISTED_FAILURES = 1000
 DEFAULT_SET_SAMPLE = 4096
 BOUNDS_COLUMNS: tuple[str, ...] = ("left", "bottom", "right", "top")
-# The columns of one unit's results (``serving.batch.predict_unit``), besides the embedding.
+# The columns of one unit's results (``pipeline.predict_unit``), besides the embedding.
 STRING_COLUMNS: tuple[str, ...] = (
     "identifier",
     "path",

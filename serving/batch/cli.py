@@ -10,9 +10,9 @@ from pathlib import Path
 
 from sarveg.bundle import BundleError, load_bundle
 from sarveg.errors import TileError
-from serving.batch import DEFAULT_BATCH_SIZE, BatchJob, Engine, LocalEngine, run_batch
-from serving.batch_inputs import discover_input
-from serving.batch_outputs import DEFAULT_SET_SAMPLE
+from serving.batch.inputs import discover_input
+from serving.batch.outputs import DEFAULT_SET_SAMPLE
+from serving.batch.pipeline import DEFAULT_BATCH_SIZE, BatchJob, Engine, LocalEngine, run_batch
 from serving.runtime import choose_providers
 
 DESCRIPTION = """\
@@ -76,7 +76,7 @@ def main(argv: list[str]) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     engine: Engine
     if args.engine == "ray":
-        from serving.batch_ray import RayEngine, ray_available
+        from serving.batch.ray_engine import RayEngine, ray_available
 
         if not ray_available():
             parser.error("--engine ray needs Ray: pip install 'sarveg[ray]' (ray[data])")

@@ -1,20 +1,20 @@
 """Batch inference over a folder of tiles or a mosaic: the engine-independent pipeline.
 
-A run lists the input's tiles (:mod:`serving.batch_inputs`), drops those an earlier run into the
+A run lists the input's tiles (:mod:`serving.batch.inputs`), drops those an earlier run into the
 same output folder finished, cuts the rest into *units* of ``batch_size`` tiles in a fixed
 order, and hands the units to an engine:
 
 - :class:`LocalEngine`: decode threads -> batched ONNX Runtime inference -> a writer thread,
   joined by bounded queues, so decoding, inference and writing overlap and memory stays
   bounded whatever the input size;
-- ``serving.batch_ray.RayEngine``: the same unit functions in a Ray Data actor pool.
+- ``serving.batch.ray_engine.RayEngine``: the same unit functions in a Ray Data actor pool.
 
 Either way a unit goes through :meth:`UnitDecoder.decode` and :func:`predict_unit`, which do
 what the service does with an upload (:func:`serving.decoding.jobs.prepare_tile`, NetCDF in a
 child process, the bundle's resampling, the tile checks on every mosaic window,
 :meth:`ServedModel.predict_batch`), so a tile gets the service's numbers and both engines form
 identical batches. Results are appended to a part-file store as they come
-(:mod:`serving.batch_outputs`); the map, table and summary are rebuilt from it at the end.
+(:mod:`serving.batch.outputs`); the map, table and summary are rebuilt from it at the end.
 Unreadable tiles are recorded and skipped, never fatal.
 """
 
@@ -38,8 +38,8 @@ from sarveg.errors import TileError
 from sarveg.resample import resample_tile
 from sarveg.scene import SceneTile, open_scene
 from sarveg.tiles import sniff_format
-from serving.batch_inputs import BatchInput, TileSource
-from serving.batch_outputs import (
+from serving.batch.inputs import BatchInput, TileSource
+from serving.batch.outputs import (
     BOUNDS_COLUMNS,
     FLOAT_COLUMNS,
     STRING_COLUMNS,
@@ -370,7 +370,7 @@ def run_batch(
         batch_input: the discovered input.
         job: the bundle and batching settings.
         out_dir: output folder (created; may hold an earlier run of the same input and model).
-        engine: :class:`LocalEngine` or ``serving.batch_ray.RayEngine``.
+        engine: :class:`LocalEngine` or ``serving.batch.ray_engine.RayEngine``.
         set_sample: most tiles whose embeddings enter the region-level SWD.
         overwrite: discard an earlier run's results in ``out_dir`` instead of resuming.
         progress: show a progress bar (tiles/s).

@@ -1,7 +1,7 @@
 """The Ray engine of batch inference: Ray Data ``map_batches`` over an ONNX actor pool.
 
-Each dataset row is one unit of tile sources (the units :func:`serving.batch.plan_units` cuts
-for the local engine too). A pool of :class:`UnitPredictor` actors, each holding one ONNX
+Each dataset row is one unit of tile sources (the units :func:`serving.batch.pipeline.plan_units`
+cuts for the local engine too). A pool of :class:`UnitPredictor` actors, each holding one ONNX
 Runtime session loaded once, decodes and predicts a unit per call with the local engine's own
 functions, so both engines form the same batches and give the same numbers. The driver
 streams the results into the part store as they arrive (Ray Data executes in a streaming
@@ -24,8 +24,8 @@ from pathlib import Path
 import numpy as np
 
 from sarveg.bundle import load_bundle
-from serving.batch import BatchJob, Columns, UnitDecoder, load_served_model, predict_unit
-from serving.batch_inputs import TileSource
+from serving.batch.inputs import TileSource
+from serving.batch.pipeline import BatchJob, Columns, UnitDecoder, load_served_model, predict_unit
 from serving.runtime import usable_cores
 
 # One ONNX thread per actor: Ray's parallelism is the actors.
