@@ -11,6 +11,7 @@ import pytest
 import torch
 import yaml
 
+from sarveg.dataset import index_dataset
 from tests.training_runs import finetune_tiny, pretrain_tiny, simulate_tiny
 from training.backbone import load_backbone
 from training.config import ConfigError
@@ -108,7 +109,7 @@ def test_finetune_writes_a_run_with_finite_rmse(finetuned, data):
     assert FinetuneConfig.model_validate(resolved).labels == 0.5
 
 
-def test_checkpoint_keeps_tile_roles_apart(finetuned):
+def test_checkpoint_keeps_tile_roles_apart(finetuned, data):
     run, summary = finetuned
     checkpoint = load_finetuned(run).checkpoint
     tiles = {k: {tuple(p) for p in v} for k, v in checkpoint["tiles"].items()}
@@ -117,6 +118,11 @@ def test_checkpoint_keeps_tile_roles_apart(finetuned):
     assert not tiles["calibration"] & tiles["early_stopping"]
     assert not tiles["labelled"] & (tiles["calibration"] | tiles["early_stopping"])
     assert {region for region, _ in tiles["labelled"]} == {"conus"}
+    # Calibration spans the train and val bands: half unlabelled train tiles, half val tiles.
+    split_of = {(r.region, r.identifier): r.split for r in index_dataset(data, regions=["conus"])}
+    splits = [split_of[tile] for tile in tiles["calibration"]]
+    assert set(splits) == {"train", "val"}
+    assert abs(splits.count("train") - splits.count("val")) <= 1
 
 
 def test_loaded_checkpoint_reproduces_the_run_metrics(finetuned, data):

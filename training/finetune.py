@@ -145,7 +145,9 @@ class FinetuneTiles:
     candidates: np.ndarray  # labelled train tiles the budget is drawn from
     labelled: np.ndarray  # the budget
     early_stopping: np.ndarray  # part of val: selects the epoch
-    calibration: np.ndarray  # the rest of val: untouched, for OOD calibration
+    # OOD calibration, fitted on nothing: the val tiles not stopping training plus unlabelled
+    # train tiles (``calibration_train_share`` of the set), so it spans train and val bands.
+    calibration: np.ndarray
     test: np.ndarray  # labelled test tiles
 
 
@@ -180,9 +182,34 @@ def choose_tiles(cache: TileCache, config: FinetuneConfig) -> FinetuneTiles:
         candidates=candidates,
         labelled=labelled,
         early_stopping=stopping,
-        calibration=val[held_out],
+        calibration=np.concatenate(
+            [val[held_out], unlabelled_train(cache, candidates, labelled, len(held_out), config)]
+        ),
         test=pick_rows(cache, "test", regions),
     )
+
+
+def unlabelled_train(
+    cache: TileCache,
+    candidates: np.ndarray,
+    labelled: np.ndarray,
+    n_val: int,
+    config: FinetuneConfig,
+) -> np.ndarray:
+    """Train tiles outside the label budget that join ``n_val`` val tiles in calibration.
+
+    As many as make them ``calibration_train_share`` of the calibration set (fewer if the train
+    split runs out), drawn reproducibly and spread over the train bands like the budget.
+    """
+    share = config.data.calibration_train_share
+    rest = np.setdiff1d(candidates, labelled)
+    wanted = min(len(rest), round(n_val * share / (1.0 - share)))
+    if wanted == 0:
+        return rest[:0]
+    # Ordered by identifier first, so the draw does not depend on the cache's row order.
+    ordered = rest[np.argsort([cache.identifiers[i] for i in rest], kind="stable")]
+    picked = np.random.default_rng(config.seed + 104729).permutation(len(ordered))[:wanted]
+    return np.sort(ordered[picked])
 
 
 def build_model(

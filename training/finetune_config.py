@@ -33,6 +33,14 @@ class FinetuneDataConfig(StrictModel):
         0.5, gt=0.0, le=1.0, description="share of the val split for early stopping"
     )
     max_early_stopping_tiles: int | None = Field(None, ge=1)
+    calibration_train_share: float = Field(
+        0.5,
+        ge=0.0,
+        lt=1.0,
+        description="share of the calibration tiles drawn from train tiles outside the label "
+        "budget (the rest: the val tiles not used for early stopping), so that calibration "
+        "spans the train and val bands of the region",
+    )
 
 
 class FinetuneOptimConfig(StrictModel):
