@@ -2,7 +2,7 @@
 
 Simulates a few tiles per region (in memory, nothing written) and prints, for every land-cover
 class and for whole tiles, the 5th, 50th and 95th percentiles of ascending VV and VH sigma0 (dB,
-all seasons) next to the C-band target ranges of DESIGN section 4. All figures are from
+all seasons) next to the C-band target ranges of docs section 4. All figures are from
 SYNTHETIC data.
 
     python bench/simulator_realism.py [--tiles 40] [--size 112] [--seed 0]
@@ -20,7 +20,7 @@ from sarveg.simulate.regions import BARE, CLASS_NAMES, FOREST, HERBACEOUS, URBAN
 from sarveg.simulate.tile import area_average
 
 DENSE_FOREST_TREE_COVER = 0.6
-# (name, VV median target, VH median target, note) from DESIGN section 4; None = no target.
+# (name, VV median target, VH median target, note) from docs section 4; None = no target.
 TARGETS: dict[str, tuple[tuple[float, float] | None, tuple[float, float] | None]] = {
     "dense forest": ((-9.0, -6.0), (-14.0, -11.0)),
     "grass/crops": ((-14.0, -8.0), (-22.0, -15.0)),

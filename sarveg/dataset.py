@@ -1,6 +1,6 @@
 """Indexing a geetiles-layout folder into a table of tiles with region, split and label.
 
-Layout (DESIGN section 3), per area of interest ``aoi``::
+Layout, per area of interest ``aoi``::
 
     DIR/{aoi}_partitions_{name}_{hash}.geojson      chips: identifier, area_km2, geometry
     DIR/{stem}_splits*.csv                          identifier,split (train|val|test)

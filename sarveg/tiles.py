@@ -1,6 +1,6 @@
 """Reading one SAR tile, from a path or from the bytes of an upload, into model channels.
 
-``read_tile`` accepts every encoding the geetiles / sartiles tools produce (DESIGN section 3):
+``read_tile`` accepts every encoding the geetiles / sartiles tools produce:
 
 - S1GRD, 16 bands ``{season}_{pol}{dir}``: float32 dB; integer dB cast to uint16 (negative values
   wrapped, reinterpreted as int16); uint8 scaled from [-30, 0] dB to [0, 255]. Only the 8

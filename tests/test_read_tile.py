@@ -1,4 +1,4 @@
-"""read_tile: every encoding of DESIGN section 3 and every bad-input class."""
+"""read_tile: every encoding the geetiles and sartiles tools write and every bad-input class."""
 
 from __future__ import annotations
 

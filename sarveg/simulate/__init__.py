@@ -1,4 +1,4 @@
-"""The physically grounded SAR simulator behind ``sarveg simulate`` (DESIGN section 4).
+"""The physically grounded SAR simulator behind ``sarveg simulate``.
 
 Everything it produces is synthetic. ``simulate_tile`` gives one chip's arrays in memory (with the
 per-pixel land-cover map that the files do not carry); ``simulate_dataset`` writes whole regions

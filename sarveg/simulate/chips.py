@@ -24,7 +24,7 @@ CUT_CORNER_FRACTION = 0.04
 SPLIT_PATTERN: tuple[str, ...] = ("train", "train", "train", "test", "val")
 DEFAULT_SPLIT_BANDS = 10
 # Independent random streams derived from (seed, region, tile index).
-STREAM_CHIP, STREAM_PHYSICS = 1, 2
+STREAM_CHIP, STREAM_PHYSICS, STREAM_ACQUISITION = 1, 2, 3
 
 
 @dataclass(frozen=True)

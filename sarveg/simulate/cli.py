@@ -43,6 +43,13 @@ def main(argv: list[str]) -> int:
         help="float32 dB, or uint8 as geetiles writes it (unclipped: wraps outside [-30, 0] dB)",
     )
     parser.add_argument(
+        "--single-date-share",
+        type=float,
+        default=0.0,
+        help="share of tiles whose S1GRD bands are one acquisition replicated into every "
+        "season (single-date speckle), as the service builds from a two-band VV/VH file",
+    )
+    parser.add_argument(
         "--workers", type=int, default=os.cpu_count() or 1, help="processes (default: all cores)"
     )
     args = parser.parse_args(argv)
@@ -55,6 +62,7 @@ def main(argv: list[str]) -> int:
             args.seed,
             args.workers,
             s1grd_encoding=args.s1grd_encoding,
+            single_date_share=args.single_date_share,
         )
     except ValueError as error:
         parser.error(str(error))

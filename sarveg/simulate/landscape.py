@@ -1,7 +1,7 @@
 """The physical state of one simulated tile: land cover, trees, crops, soil and terrain.
 
-``simulate_landscape`` draws, for one chip, the per-pixel fields the radar physics needs
-(DESIGN section 4): a land-cover class map with region-specific patch scales, tree-cover fraction,
+``simulate_landscape`` draws, for one chip, the per-pixel fields the radar physics needs: a
+land-cover class map with region-specific patch scales, tree-cover fraction,
 deciduous share, herbaceous vegetation per season (crop calendars per agricultural parcel),
 soil moisture per season, surface roughness, terrain elevation / slope / aspect, and the urban
 double-bounce strength. Nothing here knows about radar; ``physics`` turns it into backscatter.

@@ -1,4 +1,4 @@
-"""Writing a simulated benchmark in the geetiles layout (DESIGN section 3), in parallel.
+"""Writing a simulated benchmark in the geetiles layout, in parallel.
 
 Per region ``r``, under ``out``::
 
@@ -44,6 +44,7 @@ class TileJob:
     size: int
     seed: int
     s1grd_encoding: str = "float32"
+    single_date_share: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -136,7 +137,7 @@ def check_no_other_simulation(out: Path, chips_of: dict[str, list[Chip]]) -> Non
 
 def run_job(job: TileJob) -> TileResult:
     """Simulate one tile and write its three files."""
-    tile = simulate_tile(job.chip, job.size, job.seed)
+    tile = simulate_tile(job.chip, job.size, job.seed, job.single_date_share)
     name = job.chip.identifier
     written = {
         "s1grd": write_s1grd(tile, job.stem_dir / S1GRD_DIR / f"{name}.tif", job.s1grd_encoding),
@@ -180,6 +181,7 @@ def simulate_dataset(
     workers: int | None = None,
     progress: bool = True,
     s1grd_encoding: str = "float32",
+    single_date_share: float = 0.0,
 ) -> SimulationSummary:
     """Simulate a synthetic benchmark and write it in the geetiles layout.
 
@@ -192,6 +194,8 @@ def simulate_dataset(
         workers: processes to use (default: the number of cores).
         progress: show a tqdm progress bar.
         s1grd_encoding: ``"float32"`` dB, or ``"uint8"`` as geetiles writes it (wrapped).
+        single_date_share: share of tiles whose S1GRD bands are one acquisition replicated
+            into every season (``tile.single_date_s1grd``), not seasonal composites.
 
     Returns:
         A ``SimulationSummary``.
@@ -203,6 +207,8 @@ def simulate_dataset(
         raise ValueError(f"expected at least 1 tile per region, found {tiles_per_region}")
     if size < 16:
         raise ValueError(f"expected a tile size of at least 16 pixels, found {size}")
+    if not 0.0 <= single_date_share <= 1.0:
+        raise ValueError(f"expected a single-date share in [0, 1], found {single_date_share}")
     if len(set(regions)) != len(regions) or not regions:
         raise ValueError(f"expected a non-empty list of distinct regions, found {regions}")
     params = [region_params(name) for name in regions]
@@ -216,7 +222,9 @@ def simulate_dataset(
         chips = chips_of[region.name]
         stem_dir = write_region_index(out, region.name, chips)
         summary.stems[region.name] = stem_dir.name
-        jobs.extend(TileJob(chip, stem_dir, size, seed, s1grd_encoding) for chip in chips)
+        jobs.extend(
+            TileJob(chip, stem_dir, size, seed, s1grd_encoding, single_date_share) for chip in chips
+        )
     workers = workers or os.cpu_count() or 1
     labels: dict[str, list[float]] = {region.name: [] for region in params}
     bar = tqdm(total=len(jobs), desc="simulate", unit="tile", disable=not progress)
@@ -236,6 +244,7 @@ def simulate_dataset(
         "tiles_per_region": tiles_per_region,
         "size": size,
         "seed": seed,
+        "single_date_share": single_date_share,
         "partitions": summary.stems,
     }
     (out / "simulation.json").write_text(json.dumps(manifest, indent=2) + "\n")

@@ -1,6 +1,6 @@
 """C-band radar physics of the simulator: Water Cloud Model, speckle and coherence decay.
 
-Backscatter (DESIGN section 4), per pixel, season, look direction and polarisation, in linear
+Backscatter, per pixel, season, look direction and polarisation, in linear
 power::
 
     s0 = A*V*cos(t)*(1 - g) + g*s0_soil,   g = exp(-2*B*V/cos(t))

@@ -1,4 +1,4 @@
-"""Per-region parameters of the synthetic SAR benchmark (DESIGN section 4).
+"""Per-region parameters of the synthetic SAR benchmark.
 
 Every number that makes one region differ from another lives here, as frozen dataclasses: where
 the region is, which kinds of tiles it holds (and so its label distribution), how patchy and hilly

@@ -14,7 +14,13 @@ import numpy as np
 
 from sarveg import bands
 from sarveg.resample import area_weights
-from sarveg.simulate.chips import CHIP_SIDE_KM, STREAM_PHYSICS, Chip, tile_rng
+from sarveg.simulate.chips import (
+    CHIP_SIDE_KM,
+    STREAM_ACQUISITION,
+    STREAM_PHYSICS,
+    Chip,
+    tile_rng,
+)
 from sarveg.simulate.landscape import Landscape, simulate_landscape
 from sarveg.simulate.physics import (
     coherence_decay,
@@ -55,6 +61,9 @@ class SimulatedTile:
         land_cover: ``(H, W)`` uint8 class codes (``regions.CLASS_NAMES``) on the S1GRD grid.
         tree_cover: ``(H, W)`` float32 tree-cover fraction on the S1GRD grid.
         archetype: the tile's archetype name.
+        single_date_season: ``None`` for seasonal composites; for a single-date tile, the
+            season index (``bands.S1GRD_SEASONS``) of its one acquisition, which every season
+            and both look directions of ``s1grd_db`` repeat (as the service replicates a date).
     """
 
     chip: Chip
@@ -70,6 +79,7 @@ class SimulatedTile:
     land_cover: np.ndarray
     tree_cover: np.ndarray
     archetype: str
+    single_date_season: int | None = None
 
 
 def gssic_side(size: int) -> int:
@@ -127,13 +137,32 @@ def vegetation_pct_of(codes: np.ndarray) -> float:
     return float(percent[valid].mean())
 
 
-def simulate_tile(chip: Chip, size: int, seed: int) -> SimulatedTile:
+def single_date_s1grd(
+    sigma0: np.ndarray, season: int, pixel_m: float, rng: np.random.Generator
+) -> np.ndarray:
+    """``(16, H, W)`` S1GRD bands of one ascending acquisition in ``season``, replicated.
+
+    The speckle is a single scene's (ENL 4.4 at 10 m, more for coarser pixels), drawn once, so
+    every season and both look directions carry the same values: what the service builds from
+    a two-band VV/VH file.
+    """
+    looks = composite_looks(1, pixel_m)
+    one = speckled_db(sigma0[season, 0], looks, rng, DB_STEP)  # (2 pols, H, W)
+    return np.broadcast_to(one, (4, 2, *one.shape)).reshape(16, *one.shape[1:]).copy()
+
+
+def simulate_tile(
+    chip: Chip, size: int, seed: int, single_date_share: float = 0.0
+) -> SimulatedTile:
     """Simulate one chip's SAR composites, coherence and label.
 
     Args:
         chip: where and what the chip is (region, index, bounds, corner cut).
         size: S1GRD tile side in pixels (~40 m pixels at 112).
         seed: simulation seed.
+        single_date_share: probability that the tile's S1GRD bands are one acquisition
+            (``single_date_s1grd``) instead of seasonal composites; drawn from a stream of its
+            own, so the other arrays do not depend on it.
 
     Returns:
         The ``SimulatedTile`` (synthetic).
@@ -144,8 +173,14 @@ def simulate_tile(chip: Chip, size: int, seed: int) -> SimulatedTile:
     radar = compute_backscatter(landscape, params)
 
     # S1GRD: (season, direction, pol) -> bands.S1GRD_RAW_BANDS order, which is the same nesting.
-    looks = composite_looks(params.scenes_per_season, CHIP_SIDE_KM * 1000.0 / size)
+    pixel_m = CHIP_SIDE_KM * 1000.0 / size
+    looks = composite_looks(params.scenes_per_season, pixel_m)
     s1grd_db = speckled_db(radar.sigma0, looks, rng, DB_STEP).reshape(16, size, size)
+    single_date_season = None
+    acquisition = tile_rng(seed, chip.region, chip.index, STREAM_ACQUISITION)
+    if acquisition.random() < single_date_share:
+        single_date_season = int(acquisition.integers(4))
+        s1grd_db = single_date_s1grd(radar.sigma0, single_date_season, pixel_m, acquisition)
     mask = chip.mask(size, size)
     s1grd_db[:, ~mask] = np.nan
 
@@ -182,4 +217,5 @@ def simulate_tile(chip: Chip, size: int, seed: int) -> SimulatedTile:
         land_cover=landscape.land_cover,
         tree_cover=landscape.tree_cover,
         archetype=landscape.archetype,
+        single_date_season=single_date_season,
     )

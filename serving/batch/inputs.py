@@ -1,6 +1,6 @@
 """What a batch run reads: a folder of tiles or one mosaic, as a list of tile sources.
 
-Three inputs are accepted (DESIGN section 8):
+Three inputs are accepted:
 
 - a geetiles folder (partition GeoJSONs at the top): every chip of every region and split that
   :func:`sarveg.dataset.index_dataset` finds for the model's modality;
