@@ -1,6 +1,7 @@
 """Tiny but real model bundles for serving tests, built without torch.
 
-The ONNX graph is written with ``onnx.helper`` and honours the bundle contract: input ``tiles`` float32 ``(batch, C, H, W)`` in physical units, NaN allowed; outputs
+The ONNX graph is written with ``onnx.helper`` and honours the bundle contract: input
+``tiles`` float32 ``(batch, C, H, W)`` in physical units, NaN allowed; outputs
 ``vegetation_pct`` ``(batch,)`` and ``embedding`` ``(batch, D)``. Inside: per-channel
 normalisation, NaN -> 0, mean over H and W, a fixed random projection to ``D`` and a sigmoid
 head scaled to 0..100. Reference and calibration arrays come from running that graph in
