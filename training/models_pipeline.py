@@ -48,6 +48,10 @@ DEFAULT_REGION = "conus"
 # Independent evaluation tiles per region: a false-flag rate near 0.05 is then measured to
 # about +/- 0.01 (two standard errors), against +/- 0.02 with the 500 held-out test tiles.
 DEFAULT_OOD_TILES = 2000
+# A quarter of the simulated tiles are single dates (one acquisition replicated into every
+# season), what the service builds from a two-band VV/VH file, so models train and calibrate on
+# that input too.
+DEFAULT_SINGLE_DATE_SHARE = 0.25
 FINETUNE_PRESET = "finetune-cpu"
 # Chosen by comparing scores on the simulated benchmark, unseen region included (so the packaged
 # S1GRD AUROC is optimistic by that selection): Mahalanobis with Ledoit-Wolf shrinkage separated
@@ -151,6 +155,7 @@ def prepare_ood_data(args: argparse.Namespace, timings: dict[str, float]) -> Pat
             seed=seed + 1,
             workers=args.workers,
             progress=not args.no_progress,
+            single_date_share=args.single_date_share,
         )
         timings["simulate-ood-eval"] = time.perf_counter() - tick
     return folder
@@ -167,6 +172,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--models", type=Path, default=Path("models"), help="bundle folder")
     parser.add_argument("--modalities", default=",".join(bands.MODALITIES))
     parser.add_argument("--tiles-per-region", type=int, default=5000, help="when simulating")
+    parser.add_argument(
+        "--single-date-share",
+        type=float,
+        default=DEFAULT_SINGLE_DATE_SHARE,
+        help="share of simulated tiles written as single dates (when simulating)",
+    )
     parser.add_argument("--size", type=int, default=112, help="S1GRD px when simulating")
     parser.add_argument("--workers", type=int, default=2, help="simulation processes")
     parser.add_argument("--labels", type=float, default=DEFAULT_LABELS)
@@ -223,6 +234,7 @@ def main(argv: list[str]) -> int:
             seed=0,
             workers=args.workers,
             progress=not args.no_progress,
+            single_date_share=args.single_date_share,
         )
         timings["simulate"] = time.perf_counter() - tick
     results = {}

@@ -162,7 +162,7 @@ class RegionParams:
         return float(np.clip(along / math.sqrt(2.0) + meander, -1.5, 1.5))
 
 
-HERB_WCM = WaterCloud(a_vv=0.17, b_vv=0.70, a_vh=0.046, b_vh=0.55)
+HERB_WCM = WaterCloud(a_vv=0.318, b_vv=0.7, a_vh=0.162, b_vh=0.55)
 SOIL = Soil(
     intercept_vv_db=-19.0,
     moisture_slope_vv_db=24.0,
@@ -178,10 +178,10 @@ EUROPE = RegionParams(
     split_angle_rad=0.35,
     gradient_deg=120.0,  # farmland in the north-west, forested uplands to the south-east
     archetypes=(
-        Archetype("farmland", 0.42, (0.10, 0.79, 0.03, 0.03, 0.05), 14.0, 0.70, 0.03, -1.0),
+        Archetype("farmland", 0.45, (0.10, 0.79, 0.03, 0.03, 0.05), 14.0, 0.70, 0.03, -1.0),
         Archetype("mosaic", 0.30, (0.40, 0.51, 0.02, 0.03, 0.04), 10.0, 0.72, 0.05, 0.3),
         Archetype("forest", 0.20, (0.82, 0.16, 0.01, 0.005, 0.005), 20.0, 0.78, 0.08, 1.0, 2.0),
-        Archetype("town", 0.08, (0.12, 0.40, 0.04, 0.40, 0.04), 8.0, 0.65, 0.05, -0.5),
+        Archetype("town", 0.05, (0.15, 0.52, 0.04, 0.25, 0.04), 8.0, 0.65, 0.05, -0.5),
     ),
     patch_scale_m=350.0,
     parcel_m=(120.0, 320.0),
@@ -193,7 +193,7 @@ EUROPE = RegionParams(
     leaf_off=(0.45, 0.15, 0.0, 0.20),
     canopy_v_max=1.0,
     canopy_saturation=1.2,
-    forest_wcm=WaterCloud(a_vv=0.26, b_vv=0.90, a_vh=0.088, b_vh=0.80),
+    forest_wcm=WaterCloud(a_vv=0.187, b_vv=0.9, a_vh=0.062, b_vh=0.8),
     herb_wcm=HERB_WCM,
     herb_v_max=0.55,
     phenology=(
@@ -205,7 +205,7 @@ EUROPE = RegionParams(
     soil=SOIL,
     soil_moisture=(0.33, 0.27, 0.16, 0.25),
     soil_moisture_sd=0.05,
-    urban_vv_db=1.0,
+    urban_vv_db=-3.0,
     water_vv_db=-23.0,
     scenes_per_season=14,  # Sentinel-1A and 1B both acquiring: 6-day repeat
     rain_decorrelation=(0.45, 0.30, 0.15, 0.35),
@@ -232,8 +232,8 @@ CHINA = RegionParams(
     leaf_off=(0.50, 0.15, 0.0, 0.20),
     canopy_v_max=0.95,
     canopy_saturation=0.8,
-    forest_wcm=WaterCloud(a_vv=0.33, b_vv=0.70, a_vh=0.125, b_vh=0.60),
-    herb_wcm=WaterCloud(a_vv=0.22, b_vv=0.70, a_vh=0.048, b_vh=0.50),
+    forest_wcm=WaterCloud(a_vv=0.238, b_vv=0.7, a_vh=0.087, b_vh=0.6),
+    herb_wcm=WaterCloud(a_vv=0.411, b_vv=0.7, a_vh=0.101, b_vh=0.5),
     herb_v_max=0.50,
     phenology=(
         Phenology("paddy_rice", 0.25, (0.02, 0.20, 1.00, 0.30)),
@@ -251,7 +251,7 @@ CHINA = RegionParams(
     ),
     soil_moisture=(0.11, 0.15, 0.27, 0.19),  # monsoon summer, frozen / dry winter
     soil_moisture_sd=0.05,
-    urban_vv_db=3.0,
+    urban_vv_db=0.0,
     water_vv_db=-23.0,
     scenes_per_season=7,
     rain_decorrelation=(0.10, 0.25, 0.55, 0.25),
@@ -277,8 +277,8 @@ CONUS = RegionParams(
     leaf_off=(0.55, 0.20, 0.0, 0.25),
     canopy_v_max=1.1,
     canopy_saturation=1.8,
-    forest_wcm=WaterCloud(a_vv=0.21, b_vv=1.10, a_vh=0.078, b_vh=0.90),
-    herb_wcm=WaterCloud(a_vv=0.19, b_vv=0.70, a_vh=0.052, b_vh=0.55),
+    forest_wcm=WaterCloud(a_vv=0.151, b_vv=1.1, a_vh=0.055, b_vh=0.9),
+    herb_wcm=WaterCloud(a_vv=0.355, b_vv=0.7, a_vh=0.110, b_vh=0.55),
     herb_v_max=0.65,
     phenology=(
         Phenology("corn", 0.35, (0.02, 0.10, 1.00, 0.30)),
@@ -296,7 +296,7 @@ CONUS = RegionParams(
     ),
     soil_moisture=(0.22, 0.28, 0.18, 0.17),
     soil_moisture_sd=0.05,
-    urban_vv_db=-1.0,
+    urban_vv_db=-4.0,
     water_vv_db=-23.5,
     scenes_per_season=7,
     rain_decorrelation=(0.45, 0.35, 0.25, 0.20),  # snow in winter
@@ -322,8 +322,8 @@ SOUTH_AMERICA = RegionParams(
     leaf_off=(0.0, 0.10, 0.35, 0.15),  # dry-season leaf shedding, weak
     canopy_v_max=1.40,
     canopy_saturation=4.0,  # dense canopies saturate C-band early
-    forest_wcm=WaterCloud(a_vv=0.175, b_vv=1.40, a_vh=0.063, b_vh=1.20),
-    herb_wcm=WaterCloud(a_vv=0.21, b_vv=0.65, a_vh=0.060, b_vh=0.50),
+    forest_wcm=WaterCloud(a_vv=0.105, b_vv=1.4, a_vh=0.032, b_vh=1.2),
+    herb_wcm=WaterCloud(a_vv=0.392, b_vv=0.65, a_vh=0.105, b_vh=0.5),
     herb_v_max=0.70,
     phenology=(
         Phenology("wet_savanna_grass", 0.50, (0.90, 0.75, 0.30, 0.45)),
@@ -340,7 +340,7 @@ SOUTH_AMERICA = RegionParams(
     ),
     soil_moisture=(0.40, 0.35, 0.19, 0.26),  # wet season DJF, dry season JJA
     soil_moisture_sd=0.05,
-    urban_vv_db=-2.0,
+    urban_vv_db=-5.0,
     water_vv_db=-22.5,
     scenes_per_season=7,
     rain_decorrelation=(0.60, 0.45, 0.10, 0.30),

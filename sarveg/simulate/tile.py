@@ -64,6 +64,8 @@ class SimulatedTile:
         single_date_season: ``None`` for seasonal composites; for a single-date tile, the
             season index (``bands.S1GRD_SEASONS``) of its one acquisition, which every season
             and both look directions of ``s1grd_db`` repeat (as the service replicates a date).
+        herb_vegetation: ``(4, H, W)`` grass / crop vegetation descriptor V per season (S1GRD
+            season order), on the S1GRD grid; for benchmarks (green-vegetation masks).
     """
 
     chip: Chip
@@ -80,6 +82,7 @@ class SimulatedTile:
     tree_cover: np.ndarray
     archetype: str
     single_date_season: int | None = None
+    herb_vegetation: np.ndarray | None = None
 
 
 def gssic_side(size: int) -> int:
@@ -218,4 +221,5 @@ def simulate_tile(
         tree_cover=landscape.tree_cover,
         archetype=landscape.archetype,
         single_date_season=single_date_season,
+        herb_vegetation=landscape.herb_vegetation,
     )
