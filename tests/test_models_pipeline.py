@@ -19,6 +19,7 @@ def pipeline_args(data, **changes) -> argparse.Namespace:
         size=32,
         workers=1,
         no_progress=True,
+        single_date_share=0.25,
     )
     return argparse.Namespace(**(values | changes))
 

@@ -322,7 +322,7 @@ SOUTH_AMERICA = RegionParams(
     leaf_off=(0.0, 0.10, 0.35, 0.15),  # dry-season leaf shedding, weak
     canopy_v_max=1.40,
     canopy_saturation=4.0,  # dense canopies saturate C-band early
-    forest_wcm=WaterCloud(a_vv=0.105, b_vv=1.4, a_vh=0.032, b_vh=1.2),
+    forest_wcm=WaterCloud(a_vv=0.115, b_vv=1.4, a_vh=0.038, b_vh=1.2),
     herb_wcm=WaterCloud(a_vv=0.392, b_vv=0.65, a_vh=0.105, b_vh=0.5),
     herb_v_max=0.70,
     phenology=(
