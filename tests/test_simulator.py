@@ -389,3 +389,32 @@ def test_bad_arguments_raise() -> None:
         make_chips(REGIONS["europe"], 10**7, seed=0)
     chip = Chip("europe", 0, "0" * 13, (0.0, 45.0, 0.06, 45.04), None, "train")
     assert chip.mask(4, 4).all()
+
+
+def test_single_date_tiles_repeat_one_speckled_acquisition() -> None:
+    chips = make_chips(region_params("europe"), 8, seed=0)
+    # ~40 m pixels, where one scene has ~16 looks and a europe composite ~14 times more.
+    side = 112
+    for chip in chips:
+        composite = simulate_tile(chip, side, 0)
+        single = simulate_tile(chip, side, 0, single_date_share=1.0)
+        assert composite.single_date_season is None and single.single_date_season in range(4)
+        # The label and the GSSIC arrays do not depend on how the S1GRD bands were acquired.
+        assert single.vegetation_pct == composite.vegetation_pct
+        np.testing.assert_array_equal(single.coherence, composite.coherence)
+        stack = single.s1grd_db.reshape(4, 2, 2, side, side)  # (season, direction, pol, H, W)
+        valid = np.isfinite(stack[0, 0, 0])
+        for season in range(4):
+            for direction in range(2):
+                np.testing.assert_array_equal(stack[season, direction], stack[0, 0])
+        # One scene's speckle: a rougher image than a 14-scene composite of the same ground.
+        season = single.single_date_season
+        rough_single = np.nanstd(np.diff(stack[0, 0, 0][valid]))
+        rough_composite = np.nanstd(
+            np.diff(composite.s1grd_db.reshape(4, 2, 2, side, side)[season, 0, 0][valid])
+        )
+        assert rough_single > 1.25 * rough_composite
+    shares = [simulate_tile(c, 32, 0, single_date_share=0.5).single_date_season for c in chips]
+    assert 0 < sum(s is not None for s in shares) < len(chips)
+    with pytest.raises(ValueError, match="single-date share"):
+        simulate_dataset(Path("unused"), ["europe"], 1, 32, single_date_share=1.5)
