@@ -97,8 +97,11 @@ CARD_NOTES = (
     "interval: split-conformal, marginal coverage ood.interval_alpha.",
     "Bundles with provenance.synthetic = true were trained and evaluated on simulated data.",
 )
-# The OpenAPI info.description, rendered as Markdown at the top of the Swagger front page.
+# The OpenAPI info.description, rendered as Markdown at the top of the Swagger front page. It
+# opens with the title: BentoML's front page style hides info.title and shows only the version.
 OPENAPI_DESCRIPTION = f"""\
+# sarveg {__version__}
+
 Vegetation (mean tree cover, percent) from Sentinel-1 SAR tiles and scenes, with a conformal
 interval and a calibrated out-of-distribution verdict: whether the upload looks like the data the
 model was calibrated on, and which reference region it resembles.

@@ -259,7 +259,7 @@ function hatch(ctx, x, y, size) {
   ctx.rect(x, y, size, size);
   ctx.clip();
   ctx.strokeStyle = HATCH;
-  ctx.lineWidth = Math.max(1.5, size / 10);
+  ctx.lineWidth = Math.max(1.5, size / 16); // thin enough to show the colour beneath
   const step = Math.max(4, size / 4);
   ctx.beginPath();
   for (let d = -size; d < size; d += step) {
@@ -370,7 +370,7 @@ function showScene(answer) {
     ["windows skipped", String(summary.skipped_tile_count) + (reasons ? ` (${reasons})` : ""), "sum-skipped"],
     ["unreliable windows", `${fmt(summary.unreliable_tile_share * 100)} %`, "sum-unreliable"],
     ["vegetation mean", `${fmt(veg.mean)} %`, "sum-mean"],
-    ["p10 / p50 / p90", `${fmt(veg.p10)} / ${fmt(veg.p50)} / ${fmt(veg.p90)} %`, "sum-quantiles"],
+    ["p10 / p25 / p50 / p75 / p90", `${[veg.p10, veg.p25, veg.p50, veg.p75, veg.p90].map((v) => fmt(v)).join(" / ")} %`, "sum-quantiles"],
     ["scene p-value", fmtP(ood.p_value), "sum-p"],
     ["nearest region", ood.nearest_region, "sum-nearest"],
     ["grid", `${summary.grid.rows} x ${summary.grid.cols} windows of ${summary.grid.tile_px} px`],
