@@ -15,7 +15,9 @@ from typing import Any
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
-from starlette.routing import Mount
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
 logger = logging.getLogger(__name__)
@@ -58,11 +60,18 @@ def create_app() -> Starlette:
     """The page's ASGI app: the files of ``static/``, ``index.html`` for the directory."""
     # One catch-all mount: BentoML's PassiveMount only claims /ui/... when a route of the
     # mounted app matches, and a mount at "/" matches every path below it.
-    if not STATIC_DIR.is_dir():
-        # A build that left the files out (e.g. a Bento including only *.py) still serves the
-        # API; the page then answers 404.
+    if STATIC_DIR.is_dir():
+        route: BaseRoute = Mount("/", StaticFiles(directory=STATIC_DIR, html=True), name="ui")
+    else:
+        # A build that left the files out (a Bento including only *.py) still serves the API;
+        # the page answers 404 with the reason instead of failing the service's start.
         logger.warning("web page files not found in %s: %s answers 404", STATIC_DIR, UI_PATH)
-    static = StaticFiles(directory=STATIC_DIR, html=True, check_dir=False)
-    return Starlette(
-        routes=[Mount("/", static, name="ui")], middleware=[Middleware(SecurityHeaders)]
+        route = Route("/{path:path}", _missing_page)
+    return Starlette(routes=[route], middleware=[Middleware(SecurityHeaders)])
+
+
+async def _missing_page(_: Request) -> JSONResponse:
+    return JSONResponse(
+        {"error": "the web page's files (serving/ui/static) are not part of this build"},
+        status_code=404,
     )

@@ -46,8 +46,19 @@ function keyValues(dl, rows) {
   }
 }
 
+function bundleOf(modelName) {
+  return (state.card && state.card.bundles.find((b) => b.name === modelName)) || null;
+}
+
+// The model that answered, marked synthetic when its bundle says so.
+function modelLabel(model) {
+  const bundle = bundleOf(model.name);
+  const synthetic = bundle && bundle.provenance.synthetic ? ", synthetic: trained on simulated data" : "";
+  return `${model.name} (${model.modality}${synthetic})`;
+}
+
 function alphaOf(modelName) {
-  const bundle = state.card && state.card.bundles.find((b) => b.name === modelName);
+  const bundle = bundleOf(modelName);
   return bundle ? bundle.ood.alpha : null;
 }
 
@@ -190,7 +201,7 @@ function showTile(answer) {
   $("tile-nearest").textContent = ood.nearest_region;
   $("tile-plausible").textContent = ood.plausible_regions.length ? ood.plausible_regions.join(", ")
     : "none: the tile matches no reference region";
-  $("tile-model").textContent = `Answered by ${answer.model.name} (${answer.model.modality}).`;
+  $("tile-model").textContent = `Answered by ${modelLabel(answer.model)}.`;
   regionChart(ood, alpha);
   const input = answer.input || {};
   keyValues($("tile-input"), [
@@ -375,7 +386,7 @@ function showScene(answer) {
     ["nearest region", ood.nearest_region, "sum-nearest"],
     ["grid", `${summary.grid.rows} x ${summary.grid.cols} windows of ${summary.grid.tile_px} px`],
     ["CRS", summary.grid.crs || "none"],
-    ["model", `${answer.model.name} (${answer.model.modality})`],
+    ["model", modelLabel(answer.model)],
   ]);
   const body = $("scene-table").tBodies[0];
   body.replaceChildren();
