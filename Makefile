@@ -18,7 +18,13 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install --quiet -e '.[train,serve,ray,dev]'
 	touch $(STAMP)
 
+# The web page's test drives a real headless Chromium: install it on a fresh Debian machine.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 test: $(STAMP)
+	command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+		($(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends \
+			chromium chromium-driver)
 	$(PY) -m pytest -q
 
 # Serves the packaged bundles in models/ (override with SARVEG_MODELS) on http://localhost:3000.

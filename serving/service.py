@@ -13,7 +13,10 @@ Endpoints (all answer JSON except the scene map):
 - ``POST /predict_scene_map``: a scene GeoTIFF -> GeoTIFF map (vegetation_pct, ood_p_value,
   unreliable) on the tile grid, in the scene's CRS.
 - ``GET`` or ``POST /model_card``: bundles, bands, metrics, OOD calibration, provider.
-- BentoML's ``/readyz``, ``/livez``, ``/metrics``, ``/docs.json`` and the Swagger UI at ``/``.
+- ``GET /ui/``: the web page (:mod:`serving.ui`): drop a file, see the answer drawn.
+- BentoML's ``/readyz``, ``/livez``, ``/metrics``, ``/docs.json`` and the Swagger UI at ``/``,
+  whose title, description (with a link to the page) and version are the project's
+  (:class:`SarVegService`).
 
 Uploads reach the endpoints through :class:`serving.uploads.UploadGuard` (multipart field
 ``tile`` or a raw body, the per-route size cap, the options); the parameters declared below are
@@ -33,18 +36,22 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import anyio
+import attr
 import bentoml
 import numpy as np
+from bentoml._internal.service.openapi.specification import Info, OpenAPISpecification
 from bentoml.validators import ContentType
 from pydantic import Field, WithJsonSchema
 from starlette.responses import JSONResponse, Response
 
+from sarveg import __version__
 from sarveg.errors import TileError
 from serving.batcher import MicroBatcher
 from serving.decoding import DecodeLimits
 from serving.model import ServedModel, TileOutcome
 from serving.predictor import DEFAULT_MAX_BATCH_SIZE, Predictor
 from serving.schemas import ModelCard, ScenePrediction, TilePrediction
+from serving.ui import UI_PATH, create_app
 from serving.uploads import Upload, UploadGuard, error_response, stashed_upload
 
 # BentoML's logging config leaves other loggers at WARNING: show model loading and refusals.
@@ -90,6 +97,24 @@ CARD_NOTES = (
     "interval: split-conformal, marginal coverage ood.interval_alpha.",
     "Bundles with provenance.synthetic = true were trained and evaluated on simulated data.",
 )
+# The OpenAPI info.description, rendered as Markdown at the top of the Swagger front page. It
+# opens with the title: BentoML's front page style hides info.title and shows only the version.
+OPENAPI_DESCRIPTION = f"""\
+# sarveg {__version__}
+
+Vegetation (mean tree cover, percent) from Sentinel-1 SAR tiles and scenes, with a conformal
+interval and a calibrated out-of-distribution verdict: whether the upload looks like the data the
+model was calibrated on, and which reference region it resembles.
+
+**[Open the web page]({UI_PATH.lstrip("/")}/)**: drop a tile or a scene, see the vegetation, the
+map and where not to trust it.
+
+- `POST /predict`: one tile (GeoTIFF or sartiles NetCDF) in the multipart field `tile`.
+- `POST /predict_scene`, `POST /predict_scene_map`: a scene GeoTIFF, as JSON or as a GeoTIFF map.
+- `GET /model_card`: the loaded bundles, their bands, metrics and measured calibration.
+
+Bad input is answered 4xx with `{{"error": "..."}}`.
+"""
 
 
 def _positive_env(name: str, default: int) -> int:
@@ -134,7 +159,30 @@ def _client_error(ctx: bentoml.Context, error: TileError) -> JSONResponse:
     return error_response(str(error), 400, f"{request.method} {request.url.path}")
 
 
-@bentoml.service(name="sarveg", workers=_positive_env(WORKERS_ENV, 1), traffic={"timeout": 600})
+class SarVegService(bentoml.Service):
+    """BentoML's service with the project's OpenAPI title, description and version.
+
+    BentoML 1.4 takes the title from the service name, the description from a built Bento's
+    README (else its own boilerplate) and the version from the Bento tag ("None" under
+    ``bentoml serve``): ``openapi_spec`` is the one place all three meet, so it is overridden
+    here (``@bentoml.service(service_class=...)``).
+    """
+
+    @property
+    def openapi_spec(self) -> OpenAPISpecification:
+        """BentoML's document with the project's ``info`` block."""
+        spec = super().openapi_spec
+        info = Info(title=self.name, version=__version__, description=OPENAPI_DESCRIPTION)
+        return attr.evolve(spec, info=info)
+
+
+@bentoml.asgi_app(create_app(), path=UI_PATH, name="ui")
+@bentoml.service(
+    name="sarveg",
+    service_class=SarVegService,
+    workers=_positive_env(WORKERS_ENV, 1),
+    traffic={"timeout": 600},
+)
 class SarVeg:
     """Vegetation percentage and a calibrated OOD flag for Sentinel-1 tiles and scenes."""
 
