@@ -17,6 +17,11 @@ rates:
 - AUROC of the score, unseen vs in-distribution tiles (target >= 0.9);
 - Spearman correlation of the score with the absolute error on unseen tiles (target >= 0.3).
 
+With ``--benchmark DIR`` (the bundle's training data) the calibration set is split by where its
+tiles lie: train bands (unlabelled train tiles) and val bands; the script prints each part's
+size, a two-sided rank-sum test that their scores come from one distribution, and the fresh
+tiles' false-flag rate against each part alone. The bundle's ``weights.json`` lists the tiles.
+
 The tiles are simulated, so these are synthetic results.
 """
 
@@ -36,7 +41,11 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+import json  # noqa: E402
+
+from sarveg.conformal import conformal_p_values  # noqa: E402
 from sarveg.dataset import TileRecord, index_dataset  # noqa: E402
+from sarveg.ood import rank_sum_p_value  # noqa: E402
 from sarveg.ood_evaluation import evaluate_ood  # noqa: E402
 from sarveg.reference import RegionReference  # noqa: E402
 from sarveg.tiles import read_tile  # noqa: E402
@@ -86,7 +95,37 @@ def run_records(model: ServedModel, records: list[TileRecord], desc: str) -> Reg
     )
 
 
-def measure(model: ServedModel, data: Path, unseen_region: str) -> None:
+def compare_calibration_parts(model: ServedModel, inside: RegionReference, benchmark: Path) -> None:
+    """Print the calibration set's parts by split and the fresh false-flag rate against each."""
+    meta = json.loads((model.bundle.directory / "weights.json").read_text())
+    tiles = [tuple(t) for t in meta["tiles"]["calibration"]]
+    regions = sorted({region for region, _ in tiles})
+    split_of = {
+        (r.region, r.identifier): r.split
+        for r in index_dataset(benchmark, model.manifest.modality, regions, read_labels=False)
+    }
+    splits = np.array([split_of[t] for t in tiles])
+    scores = model.scorer.calibration_scores
+    if len(scores) != len(splits):
+        raise SystemExit(f"expected {len(splits)} calibration scores, found {len(scores)}")
+    fresh = model.scorer.score_batch(inside.embedding, inside.predicted_pct).score
+    alpha = model.manifest.ood.alpha
+    print("\ncalibration set by split (where its tiles lie in the benchmark)")
+    print(f"{'part':<10} {'tiles':>6} {'fresh false-flag rate vs this part':>36}")
+    parts = {name: scores[splits == name] for name in ("train", "val") if np.any(splits == name)}
+    for name, part in parts.items():
+        rate = float(np.mean(conformal_p_values(fresh, part) < alpha))
+        print(f"{name:<10} {len(part):>6} {rate:>36.3f}")
+    if len(parts) == 2:
+        high = rank_sum_p_value(parts["train"], parts["val"])
+        low = rank_sum_p_value(parts["val"], parts["train"])
+        two_sided = min(1.0, 2 * min(high, low))
+        print(f"two-sided rank-sum p, train-band vs val-band scores: {two_sided:.3f}")
+
+
+def measure(
+    model: ServedModel, data: Path, unseen_region: str, benchmark: Path | None = None
+) -> None:
     """Score the fresh tiles and print the figures next to the bundle's."""
     manifest = model.manifest
     ood = manifest.ood
@@ -139,6 +178,8 @@ def measure(model: ServedModel, data: Path, unseen_region: str) -> None:
         print(f"{name:<36} {old_text:>9} {new_text:>9} {ci_text:>17} {target:>14}")
     if recorded is not None:
         print(f"(bundle: {recorded.n_in_distribution} in-distribution tiles at export)")
+    if benchmark is not None:
+        compare_calibration_parts(model, inside, benchmark)
 
 
 def main() -> int:
@@ -155,6 +196,9 @@ def main() -> int:
     )
     parser.add_argument("--data", type=Path, default=None, help="use this simulated folder")
     parser.add_argument("--unseen-region", default=None, help="default: the bundle's")
+    parser.add_argument(
+        "--benchmark", type=Path, default=None, help="the bundle's training data (split check)"
+    )
     args = parser.parse_args()
     predictor = Predictor.from_paths(str(args.model))
     model = next(iter(predictor.models.values()))
@@ -163,12 +207,12 @@ def main() -> int:
     if unseen is None:
         parser.error("the bundle records no unseen region: pass --unseen-region")
     if args.data is not None:
-        measure(model, args.data, unseen)
+        measure(model, args.data, unseen, args.benchmark)
         return 0
     with tempfile.TemporaryDirectory(prefix="sarveg-ood-") as tmp:
         side = model.manifest.source_tile_px
         simulate(Path(tmp), [ood.fine_tuning_region, unseen], args.tiles, side, args.seed)
-        measure(model, Path(tmp), unseen)
+        measure(model, Path(tmp), unseen, args.benchmark)
     return 0
 
 
