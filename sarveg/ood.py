@@ -72,7 +72,12 @@ from sarveg.conformal import (
     predict_intervals,
 )
 from sarveg.embedding_distance import NeighbourIndex, Whitening
-from sarveg.reference import CalibrationReference, ReferenceArrays, RegionReference
+from sarveg.reference import (
+    CalibrationReference,
+    ReferenceArrays,
+    RegionReference,
+    concat_references,
+)
 from sarveg.region_membership import RegionMembership
 from sarveg.swd import (
     ReferenceMoments,
@@ -468,11 +473,7 @@ def calibrate_ood(
     n_reference = len(regions[fine_tuning_region].embedding) if fine_tuning_region in regions else 0
     blocks = dict(calibration) if isinstance(calibration, Mapping) else None
     groups = list((blocks or {fine_tuning_region: calibration}).values())
-    pooled = RegionReference(
-        embedding=np.concatenate([g.embedding for g in groups]),
-        vegetation_pct=np.concatenate([g.vegetation_pct for g in groups]),
-        predicted_pct=np.concatenate([g.predicted_pct for g in groups]),
-    )
+    pooled = concat_references(groups)
     fields = {
         "fine_tuning_region": fine_tuning_region,
         "reference_regions": list(regions),

@@ -46,6 +46,13 @@ class ReferenceArrays:
     calibration: CalibrationReference
 
 
+def concat_references(groups: Sequence[RegionReference]) -> RegionReference:
+    """The tiles of several groups as one group, in order."""
+    return RegionReference(
+        *(np.concatenate([getattr(g, key) for g in groups]) for key in REGION_ARRAYS)
+    )
+
+
 def save_reference(path: str | Path, reference: ReferenceArrays) -> None:
     """Write ``reference`` to ``path`` in the ``reference.npz`` layout of this module."""
     arrays: dict[str, np.ndarray] = {}

@@ -11,9 +11,9 @@ What goes where (``N`` = the new region, ``O`` = the region(s) the bundle was fi
 
 - **labelled tiles of N**, split reproducibly by identifier (``seed``): ``calibration_fraction``
   (35 %) calibrates the interval and is never fitted, ``early_stopping_fraction`` (15 %) joins
-  the early-stopping set, the rest is fine-tuned on. At least ``minimum_labels()`` (20 with the
-  defaults: 9 calibration tiles are the fewest for which a 90 % split-conformal interval is
-  finite, plus 4 train and 2 early-stopping tiles) or the command refuses.
+  the early-stopping set, the rest is fine-tuned on. At least ``minimum_labels()`` (25 with the
+  defaults: 35 % of them must be the 9 calibration tiles, the fewest for which a 90 %
+  split-conformal interval is finite) or the command refuses.
 - **fine-tuning** starts from the bundle's own weights (``weights.safetensors``). With
   ``--old-data`` (the folder the bundle was fine-tuned on) up to ``rehearsal_tiles`` of O's
   labelled train tiles, recorded in the weights, are mixed in (rehearsal, against forgetting),
@@ -49,7 +49,6 @@ import csv
 import hashlib
 import json
 import math
-import shutil
 import sys
 import time
 from dataclasses import dataclass
@@ -64,7 +63,6 @@ from pydantic import Field
 from tqdm import tqdm
 
 from sarveg.bundle import (
-    MANIFEST_FILE,
     MODEL_FILE,
     REFERENCE_FILE,
     WEIGHTS_FILE,
@@ -79,19 +77,21 @@ from sarveg.errors import TileError
 from sarveg.labels import read_label
 from sarveg.ood import OODScorer, calibrate_ood
 from sarveg.ood_evaluation import evaluate_ood
-from sarveg.reference import RegionReference, save_reference
+from sarveg.reference import RegionReference, concat_references, save_reference
 from training.bundle_weights import load_bundle_weights, save_bundle_weights
 from training.cache import TileCache, prepare_cache
 from training.config import ConfigError, StrictModel, load_typed_config
 from training.evaluate import score_predictions, synthetic_data
 from training.export import (
     cap_positions,
+    check_bundle_target,
     code_version,
     describe_data,
     labelled_rows,
     lookup_rows,
     require_independent,
     run_rows,
+    stage_bundle,
     take,
 )
 from training.finetune import FinetuneTiles, fit, row_ids
@@ -565,10 +565,7 @@ def adapt(
     model_dir, data_dir, out_dir = Path(model_dir), Path(data_dir), Path(out_dir)
     labels_path = Path(labels_path)
     cache_dir = Path(cache_dir) if cache_dir is not None else None
-    if out_dir.exists() and not force:
-        raise ValueError(f"expected a new bundle folder, found {out_dir}: pass --force")
-    if out_dir.exists() and any(out_dir.iterdir()) and not (out_dir / MANIFEST_FILE).is_file():
-        raise ValueError(f"refusing to replace {out_dir}: it is not a bundle folder")
+    check_bundle_target(out_dir, force)  # before the long fine-tune, not after
     work = Path(work_dir) if work_dir is not None else out_dir.with_name(out_dir.name + ".work")
     work.mkdir(parents=True, exist_ok=True)
     (work / CONFIG_FILE).write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
@@ -616,11 +613,10 @@ def adapt(
     )
     adapted, outcome = finetune_adapted(finetuned, new_cache, new, old, config, work, key, progress)
 
-    staging = out_dir.parent / f".{out_dir.name}.staging"
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    try:
-        manifest = write_adapted_bundle(
+    return stage_bundle(
+        out_dir,
+        force,
+        lambda staging: write_adapted_bundle(
             parent,
             adapted,
             outcome,
@@ -636,14 +632,8 @@ def adapt(
             labels_path=labels_path,
             cache_dir=cache_dir,
             progress=progress,
-        )
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    if out_dir.exists():
-        shutil.rmtree(out_dir)
-    staging.rename(out_dir)
-    return manifest
+        ),
+    )
 
 
 def write_adapted_bundle(
@@ -704,11 +694,7 @@ def write_adapted_bundle(
         references[region] = unlabelled(outputs_of(session, new_cache, new.reference))
         labelled_cal = outputs_of(session, new_cache, new.calibration, new.labels[new.calibration])
         ood_cal = unlabelled(outputs_of(session, new_cache, new.ood_calibration))
-        calibration[region] = RegionReference(
-            np.concatenate([labelled_cal.embedding, ood_cal.embedding]),
-            np.concatenate([labelled_cal.vegetation_pct, ood_cal.vegetation_pct]),
-            np.concatenate([labelled_cal.predicted_pct, ood_cal.predicted_pct]),
-        )
+        calibration[region] = concat_references([labelled_cal, ood_cal])
         references = dict(sorted(references.items()))
         stages.update()
         settings = {
@@ -746,6 +732,7 @@ def write_adapted_bundle(
             )
         synthetic = bool(adapted.checkpoint.get("synthetic")) or synthetic_data(data_dir)
         measured = None
+        measured_on: tuple[RegionReference, str] | None = None
         metrics_groups: dict[str, RegionReference] = {}
         if old is not None:
             metrics_groups = {
@@ -771,36 +758,24 @@ def write_adapted_bundle(
                 independent.append(outputs_of(session, cache, rows))
                 if r == region:
                     metrics_groups[region] = independent[-1]
-            pooled = RegionReference(
-                *(
-                    np.concatenate([getattr(g, k) for g in independent])
-                    for k in ("embedding", "vegetation_pct", "predicted_pct")
-                )
-            )
-            measured = evaluate_ood(
-                after_scorer,
-                pooled,
-                synthetic=synthetic,
-                evaluation_tiles=f"every labelled tile of {', '.join(ood.in_distribution)} "
-                f"in the {INDEPENDENT_FOLDER} {ood_data.name}",
+            measured_on = (
+                concat_references(independent),
+                f"every labelled tile of {', '.join(ood.in_distribution)} in the "
+                f"{INDEPENDENT_FOLDER} {ood_data.name}",
             )
         elif old is not None:
             held = [
                 take(outputs_of(session, old.test_cache, old.test_rows[r]), p)
                 for r, p in old.evaluation_positions.items()
             ]
-            pooled = RegionReference(
-                *(
-                    np.concatenate([getattr(g, k) for g in held])
-                    for k in ("embedding", "vegetation_pct", "predicted_pct")
-                )
+            measured_on = (
+                concat_references(held),
+                f"the other half of the {', '.join(old.regions)} test split (the {region} tiles "
+                "are unlabelled: see the adaptation table)",
             )
+        if measured_on is not None:
             measured = evaluate_ood(
-                after_scorer,
-                pooled,
-                synthetic=synthetic,
-                evaluation_tiles=f"the other half of the {', '.join(old.regions)} test split "
-                f"(the {region} tiles are unlabelled: see the adaptation table)",
+                after_scorer, measured_on[0], synthetic=synthetic, evaluation_tiles=measured_on[1]
             )
         ood = ood.model_copy(update={"measured": measured})
         metrics = {
