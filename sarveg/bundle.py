@@ -15,7 +15,8 @@ A bundle is a directory ``models/<name>/`` holding exactly the files listed in i
 region ``r`` in ``ood.reference_regions`` (held-out test-split tiles of that region, ~2,000):
 
 - ``{r}/embedding`` float32 ``(n_r, D)``: fine-tuned CLS embeddings.
-- ``{r}/vegetation_pct`` float32 ``(n_r,)``: labels (percent), finite.
+- ``{r}/vegetation_pct`` float32 ``(n_r,)``: labels (percent); NaN for a tile without a label
+  (only adapted bundles: the new region's reference is a sample of its unlabelled tiles).
 - ``{r}/predicted_pct`` float32 ``(n_r,)``: the model's predictions for those tiles.
 
 and, for ``m = ood.calibration_size`` held-out tiles of the fine-tuning region that are in no
@@ -26,6 +27,10 @@ reference set and were used to fit nothing:
 - ``calibration/score`` float64 ``(m,)``: their OOD nonconformity scores (``ood.score_name``);
 - ``calibration/abs_error_norm`` float64 ``(m,)``: ``|y - yhat| / (difficulty + eps)``, the
   residuals the conformal interval is calibrated on.
+
+In an adapted bundle (``ood.in_distribution_regions``) the calibration rows are one block per
+in-distribution region, and a calibration tile may be unlabelled (``vegetation_pct`` and
+``abs_error_norm`` NaN): the OOD p-value needs no label, only the interval's residuals do.
 
 Projection directions are not stored: they are drawn at load time from ``ood.projection_seed``
 (``sarveg.swd.draw_projections``), which keeps bundles small (limit: 30 MB in total).
@@ -193,6 +198,14 @@ class OODCalibration(_Strict):
     set_bootstrap_sets: int = Field(default=199, ge=19)
     measured: OODMeasured | None = None
     region_membership: RegionMembershipMeasured | None = None
+    # Regions whose tiles count as in distribution (None: the fine-tuning region alone, as in
+    # every exported bundle). An adapted bundle (``sarveg adapt``) lists the old and the new
+    # region: each scores tiles against its own reference, its calibration tiles are the
+    # ``calibration_counts[i]`` consecutive calibration rows of region ``i`` (in this order), and
+    # a tile's p-value is the largest of its per-region conformal p-values, so the tiles of each
+    # listed region are mis-flagged at most ``alpha`` of the time.
+    in_distribution_regions: list[str] | None = None
+    calibration_counts: list[int] | None = None
 
     @field_validator("reference_regions")
     @classmethod
@@ -211,7 +224,45 @@ class OODCalibration(_Strict):
                 f"expected fine_tuning_region among reference_regions {self.reference_regions}, "
                 f"found {self.fine_tuning_region!r}"
             )
+        regions, counts = self.in_distribution_regions, self.calibration_counts
+        if (regions is None) != (counts is None):
+            raise ValueError(
+                "expected in_distribution_regions and calibration_counts together, found only "
+                + ("in_distribution_regions" if counts is None else "calibration_counts")
+            )
+        if regions is not None and counts is not None:
+            unknown = [r for r in regions if r not in self.reference_regions]
+            if unknown or len(set(regions)) != len(regions) or not regions:
+                raise ValueError(
+                    f"expected distinct in_distribution_regions among reference_regions "
+                    f"{self.reference_regions}, found {regions}"
+                )
+            if self.fine_tuning_region not in regions:
+                raise ValueError(
+                    f"expected fine_tuning_region {self.fine_tuning_region!r} among "
+                    f"in_distribution_regions {regions}"
+                )
+            if len(counts) != len(regions) or any(c < 1 for c in counts):
+                raise ValueError(
+                    f"expected one calibration count >= 1 per in-distribution region {regions}, "
+                    f"found {counts}"
+                )
+            if sum(counts) != self.calibration_size:
+                raise ValueError(
+                    f"expected calibration_counts {counts} to sum to calibration_size "
+                    f"{self.calibration_size}"
+                )
         return self
+
+    @property
+    def in_distribution(self) -> list[str]:
+        """The in-distribution regions (the fine-tuning region alone unless listed)."""
+        return list(self.in_distribution_regions or [self.fine_tuning_region])
+
+    @property
+    def calibration_blocks(self) -> list[int]:
+        """Calibration rows per in-distribution region, in :attr:`in_distribution` order."""
+        return list(self.calibration_counts or [self.calibration_size])
 
 
 class BundleManifest(_Strict):

@@ -72,7 +72,12 @@ from sarveg.conformal import (
     predict_intervals,
 )
 from sarveg.embedding_distance import NeighbourIndex, Whitening
-from sarveg.reference import CalibrationReference, ReferenceArrays, RegionReference
+from sarveg.reference import (
+    CalibrationReference,
+    ReferenceArrays,
+    RegionReference,
+    concat_references,
+)
 from sarveg.region_membership import RegionMembership
 from sarveg.swd import (
     ReferenceMoments,
@@ -107,6 +112,73 @@ def _score_and_difficulty(
     else:
         difficulty = index.abs_error[indices].mean(axis=1)
     return score, difficulty
+
+
+class InDistributionScore:
+    """The OOD score of tiles against every in-distribution region, and their difficulty.
+
+    One region (every exported bundle): the score and difficulty of :func:`_score_and_difficulty`
+    against the fine-tuning reference. Several (an adapted bundle): per region ``r`` the score
+    against ``r``'s reference; the interval difficulty is that of the region whose reference is
+    nearest by mean k-NN distance, a fixed function of the tile, the same for calibration tiles
+    and new ones.
+    """
+
+    def __init__(self, reference: Mapping[str, RegionReference], settings: OODCalibration):
+        self.settings = settings
+        self.regions: tuple[str, ...] = tuple(settings.in_distribution)
+        self.indexes = {r: NeighbourIndex(reference[r], settings.knn_k) for r in self.regions}
+        self.moments = {
+            r: ReferenceMoments.from_embeddings(reference[r].embedding) for r in self.regions
+        }
+        self.whitenings = {
+            r: Whitening(reference[r]) if settings.score_name == "mahalanobis" else None
+            for r in self.regions
+        }
+
+    def score(self, embedding: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Return the scores ``(B, R_in)`` (columns: :attr:`regions`) and difficulty ``(B,)``."""
+        scores, difficulties, nearness = [], [], []
+        for region in self.regions:
+            score, difficulty = _score_and_difficulty(
+                embedding,
+                self.indexes[region],
+                self.moments[region],
+                self.settings,
+                self.whitenings[region],
+            )
+            scores.append(score)
+            difficulties.append(difficulty)
+            if len(self.regions) > 1:
+                nearness.append(self.indexes[region].search(embedding)[0].mean(axis=1))
+        if len(self.regions) == 1:
+            return scores[0][:, None], difficulties[0]
+        nearest = np.argmin(np.stack(nearness, axis=1), axis=1)  # (B,)
+        difficulty = np.stack(difficulties, axis=1)[np.arange(len(nearest)), nearest]
+        return np.stack(scores, axis=1), difficulty
+
+
+def block_scores(
+    scores: np.ndarray, counts: list[int], own_column: bool = True
+) -> list[np.ndarray]:
+    """Each in-distribution region's calibration scores, one array per region.
+
+    Region ``i``'s are its block of rows of ``scores`` ``(m, R_in)``, in its own column
+    (``own_column``) or in the only one.
+    """
+    bounds = np.cumsum([0, *counts])
+    return [scores[bounds[i] : bounds[i + 1], i if own_column else 0] for i in range(len(counts))]
+
+
+def best_p_values(
+    scores: np.ndarray, calibration: list[np.ndarray]
+) -> tuple[np.ndarray, np.ndarray]:
+    """The largest per-region conformal p-value ``(B,)`` and the column it came from ``(B,)``."""
+    p_values = np.stack(
+        [conformal_p_values(scores[:, i], c) for i, c in enumerate(calibration)], axis=1
+    )  # (B, R_in)
+    best = np.argmax(p_values, axis=1)
+    return p_values[np.arange(len(best)), best], best
 
 
 @dataclass(frozen=True)
@@ -221,16 +293,19 @@ class OODScorer:
         self.dim = self.moments[self.fine_tuning_region].mean.size
         self._means = np.stack([self.moments[r].mean for r in self.regions])  # (R, D)
         self._total_variances = np.array([self.moments[r].total_variance for r in self.regions])
-        self.index = NeighbourIndex(reference.regions[self.fine_tuning_region], settings.knn_k)
+        self.in_distribution = InDistributionScore(reference.regions, settings)
+        self.index = self.in_distribution.indexes[self.fine_tuning_region]
+        self.whitening = self.in_distribution.whitenings[self.fine_tuning_region]
         self.membership = RegionMembership(reference.regions, settings.knn_k, settings.alpha)
-        self.whitening = (
-            Whitening(reference.regions[self.fine_tuning_region])
-            if settings.score_name == "mahalanobis"
-            else None
-        )
         self.calibration_scores = np.asarray(reference.calibration.score, np.float64)
+        # Per in-distribution region, its calibration tiles' scores (one block each).
+        self.calibration_by_region = block_scores(
+            self.calibration_scores[:, None], settings.calibration_blocks, own_column=False
+        )
+        residuals = np.asarray(reference.calibration.abs_error_norm, np.float64)
+        # Unlabelled calibration tiles (adapted bundles) calibrate the p-value, not the interval.
         self.interval_quantile = conformal_quantile(
-            reference.calibration.abs_error_norm, settings.interval_alpha
+            residuals[np.isfinite(residuals)], settings.interval_alpha
         )
         self._projections: np.ndarray | None = None  # (P, D), drawn on first set scoring
         self._sorted: dict[str, np.ndarray] = {}  # region -> (P, n_r) sorted projections
@@ -267,10 +342,9 @@ class OODScorer:
             raise ValueError(f"expected {x.shape[0]} predictions, found {yhat.shape[0]}")
         swd = self.swd_by_region(x)  # (B, R)
         membership = self.membership.score(x)
-        score, difficulty = _score_and_difficulty(
-            x, self.index, self.moments[self.fine_tuning_region], self.settings, self.whitening
-        )
-        p_value = conformal_p_values(score, self.calibration_scores)
+        scores, difficulty = self.in_distribution.score(x)  # (B, R_in), (B,)
+        p_value, best = best_p_values(scores, self.calibration_by_region)
+        score = scores[np.arange(len(best)), best]  # against the region that fits best
         low, high = predict_intervals(
             yhat, difficulty, self.interval_quantile, self.settings.difficulty_eps
         )
@@ -323,11 +397,12 @@ class OODScorer:
         self.prepare_set_scoring()
         assert self._projections is not None
         swd = set_swd_sorted(x, self._projections, [self._sorted[r] for r in self.regions])
-        tile_scores, _ = _score_and_difficulty(
-            x, self.index, self.moments[self.fine_tuning_region], self.settings, self.whitening
+        tile_scores, _ = self.in_distribution.score(x)  # (N, R_in)
+        tile_p, _ = best_p_values(tile_scores, self.calibration_by_region)
+        # The set is in distribution if it is drawn like one in-distribution region's tiles.
+        p_value = max(
+            rank_sum_p_value(tile_scores[:, i], c) for i, c in enumerate(self.calibration_by_region)
         )
-        tile_p = conformal_p_values(tile_scores, self.calibration_scores)
-        p_value = rank_sum_p_value(tile_scores, self.calibration_scores)
         by_region = dict(zip(self.regions, map(float, swd), strict=True))
         return SetOOD(
             n_tiles=x.shape[0],
@@ -364,52 +439,69 @@ def describe_method(settings: OODCalibration, n_reference: int) -> str:
         f"{settings.n_projections} projections "
         f"(seed {settings.projection_seed}); set verdict: one-sided rank-sum test of the set's "
         "tile scores against the calibration scores (valid for tiles drawn at random)."
+        + (
+            f" In distribution: {', '.join(settings.in_distribution)}, each scored against its "
+            f"own reference and calibrated on its own block of calibration tiles "
+            f"({', '.join(map(str, settings.calibration_blocks))}); a tile's p-value is the "
+            "largest of its per-region p-values, a set's the largest per-region rank-sum p."
+            if len(settings.in_distribution) > 1
+            else ""
+        )
     )
 
 
 def calibrate_ood(
     regions: Mapping[str, RegionReference],
     fine_tuning_region: str,
-    calibration: RegionReference,
+    calibration: RegionReference | Mapping[str, RegionReference],
     **settings: Any,
 ) -> tuple[ReferenceArrays, OODCalibration]:
     """Compute the calibration arrays and OOD settings that go into a bundle.
 
     Args:
-        regions: per region, held-out labelled test tiles (the reference sets).
+        regions: per region, held-out test tiles (the reference sets).
         fine_tuning_region: the region the model was fine-tuned on; must be in ``regions``.
         calibration: held-out tiles of the fine-tuning region, disjoint from its reference and
-            never used to fit anything.
+            never used to fit anything; or, for several in-distribution regions (an adapted
+            bundle), such tiles per region, in the order their blocks are stored. Tiles without
+            a label (NaN) calibrate the p-value only.
         **settings: any other :class:`OODCalibration` field (``alpha``, ``score_name``, ...).
 
     Returns:
         ``(reference, ood)``: the contents of ``reference.npz`` and the manifest's ``ood``.
     """
     n_reference = len(regions[fine_tuning_region].embedding) if fine_tuning_region in regions else 0
+    blocks = dict(calibration) if isinstance(calibration, Mapping) else None
+    groups = list((blocks or {fine_tuning_region: calibration}).values())
+    pooled = concat_references(groups)
     fields = {
         "fine_tuning_region": fine_tuning_region,
         "reference_regions": list(regions),
-        "calibration_size": len(calibration.embedding),
+        "calibration_size": len(pooled.embedding),
         "method": "pending",
     } | settings
+    if blocks is not None:
+        fields |= {
+            "in_distribution_regions": list(blocks),
+            "calibration_counts": [len(g.embedding) for g in groups],
+        }
     ood = OODCalibration.model_validate(fields)
     if "method" not in settings:
         ood = ood.model_copy(update={"method": describe_method(ood, n_reference)})
-    index = NeighbourIndex(regions[fine_tuning_region], ood.knn_k)
-    moments = ReferenceMoments.from_embeddings(regions[fine_tuning_region].embedding)
-    require_disjoint(
-        calibration, regions[fine_tuning_region], "calibration", "the fine-tuning reference"
-    )
-    whitening = Whitening(regions[fine_tuning_region]) if ood.score_name == "mahalanobis" else None
-    score, difficulty = _score_and_difficulty(calibration.embedding, index, moments, ood, whitening)
+    for region in ood.in_distribution:
+        name = "the fine-tuning" if region == fine_tuning_region else f"the {region}"
+        require_disjoint(pooled, regions[region], "calibration", f"{name} reference")
+    scores, difficulty = InDistributionScore(regions, ood).score(pooled.embedding)
     residuals = normalise_residuals(
-        calibration.vegetation_pct, calibration.predicted_pct, difficulty, ood.difficulty_eps
+        pooled.vegetation_pct, pooled.predicted_pct, difficulty, ood.difficulty_eps
     )
+    if not np.isfinite(residuals).any():
+        raise ValueError("expected labelled calibration tiles for the interval, found none")
     stored = CalibrationReference(
-        embedding=np.asarray(calibration.embedding, np.float32),
-        vegetation_pct=np.asarray(calibration.vegetation_pct, np.float32),
-        predicted_pct=np.asarray(calibration.predicted_pct, np.float32),
-        score=score,
+        embedding=np.asarray(pooled.embedding, np.float32),
+        vegetation_pct=np.asarray(pooled.vegetation_pct, np.float32),
+        predicted_pct=np.asarray(pooled.predicted_pct, np.float32),
+        score=np.concatenate(block_scores(scores, ood.calibration_blocks)),
         abs_error_norm=residuals,
     )
     return ReferenceArrays(regions=dict(regions), calibration=stored), ood

@@ -17,6 +17,8 @@ from sarveg.errors import BundleError
 CALIBRATION_GROUP = "calibration"
 REGION_ARRAYS: tuple[str, ...] = ("embedding", "vegetation_pct", "predicted_pct")
 CALIBRATION_ARRAYS: tuple[str, ...] = (*REGION_ARRAYS, "score", "abs_error_norm")
+# Arrays that may hold NaN: tiles without a label (only in adapted bundles, see sarveg.bundle).
+OPTIONAL_VALUE_ARRAYS: tuple[str, ...] = ("vegetation_pct", "abs_error_norm")
 
 
 @dataclass(frozen=True, eq=False)
@@ -42,6 +44,13 @@ class ReferenceArrays:
 
     regions: dict[str, RegionReference]
     calibration: CalibrationReference
+
+
+def concat_references(groups: Sequence[RegionReference]) -> RegionReference:
+    """The tiles of several groups as one group, in order."""
+    return RegionReference(
+        *(np.concatenate([getattr(g, key) for g in groups]) for key in REGION_ARRAYS)
+    )
 
 
 def save_reference(path: str | Path, reference: ReferenceArrays) -> None:
@@ -109,7 +118,9 @@ def read_reference(
                     f"{path}: key '{group}/{key}': expected a float array of shape {shape} "
                     f"with n > 0, found {array.dtype} {array.shape}"
                 )
-            if not np.all(np.isfinite(array)):
+            # A label (and so a residual) may be missing: NaN. Nothing else may be.
+            allowed = np.isnan(array) if key in OPTIONAL_VALUE_ARRAYS else False
+            if not np.all(np.isfinite(array) | allowed):
                 raise BundleError(
                     f"{path}: key '{group}/{key}': expected finite values, found NaN or inf"
                 )

@@ -32,6 +32,7 @@ import json
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -272,18 +273,38 @@ def build_bundle(
         The manifest as written.
     """
     data_dir, out_dir = Path(data_dir), Path(out_dir)
+    return stage_bundle(
+        out_dir,
+        force,
+        lambda staging: write_bundle(
+            checkpoint, data_dir, staging, name or out_dir.name, settings or ExportSettings()
+        ),
+    )
+
+
+def check_bundle_target(out_dir: Path, force: bool) -> None:
+    """Fail unless ``out_dir`` is new, or a bundle folder that ``force`` may replace."""
     if out_dir.exists():
         if not force:
             raise ValueError(f"expected a new bundle folder, found {out_dir}: pass --force")
         if any(out_dir.iterdir()) and not (out_dir / MANIFEST_FILE).is_file():
             raise ValueError(f"refusing to replace {out_dir}: it is not a bundle folder")
+
+
+def stage_bundle(
+    out_dir: Path, force: bool, write: Callable[[Path], BundleManifest]
+) -> BundleManifest:
+    """Run ``write(staging)`` in a hidden folder beside ``out_dir``, then move it into place.
+
+    Shared by ``sarveg export`` and ``sarveg adapt``: a failed or interrupted run never leaves
+    a half-written bundle where a good one was.
+    """
+    check_bundle_target(out_dir, force)
     staging = out_dir.parent / f".{out_dir.name}.staging"
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     try:
-        manifest = write_bundle(
-            checkpoint, data_dir, staging, name or out_dir.name, settings or ExportSettings()
-        )
+        manifest = write(staging)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

@@ -243,16 +243,21 @@ def fit(
     config: FinetuneConfig,
     log: JsonlLog,
     progress: bool,
+    init_bias: bool = True,
 ) -> dict[str, Any]:
     """Train with early stopping; leave the best model loaded, in eval mode.
+
+    ``init_bias`` sets the decoder's bias to the mean label first (a fresh decoder); a model
+    fine-tuned further (``sarveg adapt``) keeps its own.
 
     Returns:
         ``best_epoch``, ``epochs_run`` and ``best_val_rmse``.
     """
     optim: FinetuneOptimConfig = config.optim
     labels = torch.tensor(cache.vegetation_pct[tiles.labelled] / 100.0, dtype=torch.float32)
-    with torch.no_grad():  # start from the mean label: early epochs fit the signal, not the offset
-        model.decoder.bias.fill_(float(labels.mean()))
+    if init_bias:  # start from the mean label: early epochs fit the signal, not the offset
+        with torch.no_grad():
+            model.decoder.bias.fill_(float(labels.mean()))
     optimizer = build_optimizer(model, optim)
     steps_per_epoch = math.ceil(len(tiles.labelled) / optim.batch_size)
     total_steps = steps_per_epoch * optim.max_epochs

@@ -108,6 +108,50 @@ def _ood_lines(manifest: BundleManifest) -> list[str]:
     return lines
 
 
+def _adaptation_lines(manifest: BundleManifest) -> list[str]:
+    """Before / after figures of a bundle written by ``sarveg adapt`` (nothing otherwise)."""
+    record = manifest.provenance.config.get("adapt")
+    if not record:
+        return []
+    tiles = record["tiles"]
+    lines = [
+        "## Adaptation (sarveg adapt)",
+        "",
+        f"Adapted from `{record['parent']['name']}` to {record['new_region']} with "
+        f"{record['labels']['n']} labels ({tiles['new_train']} fine-tuned on, "
+        f"{tiles['new_early_stopping']} early stopping, {tiles['new_calibration_labelled']} "
+        f"interval calibration), {tiles['old_rehearsal']} old-region tiles rehearsed. "
+        f"In distribution: {', '.join(manifest.ood.in_distribution)}; the {record['new_region']} "
+        f"reference and OOD calibration are {tiles['new_reference_unlabelled']} and "
+        f"{tiles['new_calibration_unlabelled']} of its unlabelled tiles."
+        + (
+            ""
+            if record["old_data"]
+            else " Without the old training data: the old region was not re-embedded, not "
+            "rehearsed and its forgetting is not measured."
+        ),
+        "",
+        "| region | tiles | n | RMSE before | RMSE after | unreliable before | unreliable after "
+        "| interval coverage after |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for row in record["evaluation"]:
+        lines.append(
+            f"| {row['region']} | {row['tiles']} | {row['n_tiles']} | "
+            f"{_fmt(row['rmse_before'], 2)} | {_fmt(row['rmse_after'], 2)} | "
+            f"{row['unreliable_before']:.3f} | {row['unreliable_after']:.3f} | "
+            f"{_fmt(row.get('coverage_after'))} |"
+        )
+    return [
+        *lines,
+        "",
+        "Unreliable: share of tiles flagged (p < alpha); on in-distribution tiles that is the "
+        f"false-flag rate, target {manifest.ood.alpha} +/- {FALSE_FLAG_TOLERANCE}"
+        + (" (synthetic data)." if manifest.provenance.synthetic else "."),
+        "",
+    ]
+
+
 NEAREST_ACCURACY_TARGET = 0.95
 
 
@@ -259,6 +303,7 @@ def render_model_card(manifest: BundleManifest) -> str:
         "",
         *_metrics_table(manifest),
         "",
+        *_adaptation_lines(manifest),
         "## Out-of-distribution block",
         "",
         *_ood_lines(manifest),

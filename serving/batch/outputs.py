@@ -262,6 +262,38 @@ class PartStore:
         return sample.astype(np.float32)
 
 
+def read_run_embeddings(out_dir: Path) -> tuple[pa.Table, np.ndarray]:
+    """The predicted tiles of a finished or interrupted run, with their embeddings.
+
+    Args:
+        out_dir: a ``sarveg predict`` output folder.
+
+    Returns:
+        ``(table, embedding)``: every stored column but the embedding, one row per predicted
+        tile sorted by identifier, and the embeddings ``(n, D)`` float32 in the same order.
+
+    Raises:
+        TileError: the folder holds no part files or no predicted tile.
+    """
+    parts = sorted((Path(out_dir) / PARTS_DIR).glob("part-*.parquet"))
+    if not parts:
+        raise TileError(
+            f"{out_dir}: expected a sarveg predict output folder with {PARTS_DIR}/part-*.parquet, "
+            "found none"
+        )
+    names = [name for name, _ in PART_FIELDS] + ["embedding"]
+    table = pa.concat_tables([pq.read_table(path, columns=names) for path in parts])
+    table = table.filter(pc.equal(table["status"], "ok")).sort_by("identifier")
+    if not table.num_rows:
+        raise TileError(f"{out_dir}: expected predicted tiles in the run, found none")
+    identifiers = table["identifier"].to_numpy(zero_copy_only=False)
+    first = np.ones(len(identifiers), bool)
+    first[1:] = identifiers[1:] != identifiers[:-1]  # two overlapping runs wrote a tile twice
+    table = table.filter(pa.array(first))
+    embedding = np.stack(table["embedding"].to_numpy(zero_copy_only=False)).astype(np.float32)
+    return table.drop_columns(["embedding"]), embedding
+
+
 def _to_table(columns: dict[str, np.ndarray], rows: np.ndarray) -> pa.Table:
     arrays = {name: pa.array(columns[name][rows], type=kind) for name, kind in PART_FIELDS}
     embedding = np.ascontiguousarray(columns["embedding"][rows], np.float32)  # (n, D)

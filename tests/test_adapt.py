@@ -1,0 +1,174 @@
+"""sarveg select + sarveg adapt on tiny real runs: the few-label loop closes (synthetic data)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from sarveg.bundle import WEIGHTS_FILE, WEIGHTS_META_FILE, finalise_bundle, load_bundle
+from sarveg.dataset import index_dataset
+from sarveg.ood import OODScorer
+from sarveg.simulate.layout import simulate_dataset
+from serving.batch.cli import main as predict_main
+from serving.batch.select import main as select_main
+from tests.training_runs import finetune_tiny, pretrain_tiny, simulate_tiny
+from training.adapt import AdaptConfig, adapt, minimum_labels
+from training.adapt import main as adapt_main
+from training.bundle_weights import load_bundle_weights
+from training.export import ExportSettings, build_bundle
+
+BUDGET = 25
+NEW_REGION = "south_america"
+FAST = AdaptConfig(optim={"max_epochs": 2, "patience": 2, "batch_size": 8})
+
+
+@pytest.fixture(scope="module")
+def loop(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Tiny bundle -> predict a new region -> select -> labels -> adapt."""
+    root = tmp_path_factory.mktemp("adapt")
+    data = simulate_tiny(root / "sim")
+    pretrained = pretrain_tiny(data, root / "pretrain")
+    finetune_tiny(data, root / "finetune", pretrained)
+    bundle = root / "models" / "tiny"
+    build_bundle(
+        root / "finetune",
+        data,
+        bundle,
+        ExportSettings(timing_seconds=0.02, timing_repeats=1, progress=False),
+    )
+    new = root / "new"
+    simulate_dataset(new, [NEW_REGION], 120, 32, seed=1, workers=1, progress=False)
+    run = root / "predict"
+    assert predict_main([str(new), "--model", str(bundle), "--out", str(run), "--no-progress"]) == 0
+    selected = root / "labels_to_collect.csv"
+    argv = [str(run), "--budget", str(BUDGET), "--out", str(selected), "--no-progress"]
+    assert select_main(argv) == 0
+    truth = {r.identifier: r.vegetation_pct for r in index_dataset(new, "s1grd")}
+    labels = root / "labels.csv"
+    with selected.open() as source, labels.open("w", newline="") as target:
+        rows = list(csv.DictReader(source))
+        writer = csv.DictWriter(target, fieldnames=list(rows[0]))
+        writer.writeheader()
+        for row in rows:  # the labelling team fills in the column
+            writer.writerow(row | {"vegetation_pct": f"{truth[row['identifier']]:.2f}"})
+    adapted = root / "models" / "tiny-south_america"
+    adapt(bundle, new, labels, adapted, FAST, old_data=data, progress=False)
+    return {
+        "root": root,
+        "data": data,
+        "bundle": bundle,
+        "new": new,
+        "run": run,
+        "selected": selected,
+        "labels": labels,
+        "adapted": adapted,
+    }
+
+
+def test_select_writes_distinct_tiles_of_the_run_as_csv_geojson_and_png(loop) -> None:
+    rows = list(csv.DictReader(loop["selected"].open()))
+    identifiers = [r["identifier"] for r in rows]
+    assert len(rows) == BUDGET and len(set(identifiers)) == BUDGET
+    known = {r.identifier for r in index_dataset(loop["new"], "s1grd")}
+    assert set(identifiers) <= known
+    assert all(r["vegetation_pct"] == "" for r in rows)  # left for the labels
+    assert all(-180 <= float(r["lon"]) <= 180 and -90 <= float(r["lat"]) <= 90 for r in rows)
+    collection = json.loads(loop["selected"].with_suffix(".geojson").read_text())
+    assert collection["synthetic"] is True
+    assert [f["properties"]["identifier"] for f in collection["features"]] == identifiers
+    ring = collection["features"][0]["geometry"]["coordinates"][0]
+    assert collection["features"][0]["geometry"]["type"] == "Polygon" and len(ring) == 5
+    assert loop["selected"].with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_adapted_bundle_covers_both_regions_and_carries_its_weights(loop) -> None:
+    bundle = load_bundle(loop["adapted"])
+    ood = bundle.manifest.ood
+    assert ood.in_distribution_regions == ["conus", NEW_REGION]
+    assert NEW_REGION in ood.reference_regions and "conus" in ood.reference_regions
+    assert (
+        ood.calibration_counts is not None and sum(ood.calibration_counts) == ood.calibration_size
+    )
+    # The new region's reference is unlabelled tiles; its calibration block holds the labelled
+    # calibration tiles first, then unlabelled ones.
+    assert np.isnan(bundle.reference.regions[NEW_REGION].vegetation_pct).all()
+    n_old, n_new = ood.calibration_counts
+    new_labels = bundle.reference.calibration.vegetation_pct[n_old:]
+    assert np.isfinite(new_labels).sum() == round(0.35 * BUDGET)
+    assert np.isfinite(bundle.reference.calibration.vegetation_pct[:n_old]).all()
+    record = bundle.manifest.provenance.config["adapt"]
+    assert record["labels"]["n"] == BUDGET and record["old_data"] == "given"
+    regions = {row["region"] for row in record["evaluation"]}
+    assert regions == {"conus", NEW_REGION}
+    for row in record["evaluation"]:
+        assert 0.0 <= row["unreliable_before"] <= 1.0 and 0.0 <= row["unreliable_after"] <= 1.0
+    assert bundle.manifest.ood.measured is not None
+    assert sorted(bundle.manifest.metrics) == sorted(ood.reference_regions)
+    card = (loop["adapted"] / "MODEL_CARD.md").read_text()
+    assert "## Adaptation (sarveg adapt)" in card and "RMSE before" in card
+    # The tiles of each in-distribution region score against their own reference: a calibration
+    # tile of either block gets a p-value from the scorer, and the weights rebuild the model.
+    scorer = OODScorer.from_bundle(bundle)
+    calibration = bundle.reference.calibration
+    scored = scorer.score_batch(calibration.embedding, calibration.predicted_pct)
+    assert scored.p_value.min() > 0.0 and np.isfinite(scored.interval_low).all()
+    assert load_bundle_weights(loop["adapted"]).modality == "s1grd"
+
+
+def test_rerun_reuses_the_finished_fine_tune(loop, tmp_path) -> None:
+    out = tmp_path / "again"
+    work = loop["adapted"].with_name(loop["adapted"].name + ".work")
+    manifest = adapt(
+        loop["bundle"],
+        loop["new"],
+        loop["labels"],
+        out,
+        FAST,
+        old_data=loop["data"],
+        work_dir=work,
+        progress=False,
+    )
+    assert manifest.provenance.config["adapt"]["finetune"]["reused"] is True
+    first = load_bundle(loop["adapted"]).manifest.files[WEIGHTS_FILE]
+    assert manifest.files[WEIGHTS_FILE] == first
+
+
+def test_labels_of_tiles_not_in_the_data_are_refused(loop, tmp_path) -> None:
+    labels = tmp_path / "labels.csv"
+    rows = list(csv.DictReader(loop["labels"].open()))
+    with labels.open("w") as handle:
+        handle.write("identifier,vegetation_pct\n")
+        handle.writelines(f"{r['identifier']},{r['vegetation_pct']}\n" for r in rows)
+        handle.write("not-a-chip,40\n")
+    with pytest.raises(
+        ValueError, match="found 1 of 26 identifiers that are not there.*not-a-chip"
+    ):
+        adapt(loop["bundle"], loop["new"], labels, tmp_path / "out", FAST, progress=False)
+
+
+def test_too_few_labels_are_refused(loop, tmp_path, capsys) -> None:
+    labels = tmp_path / "labels.csv"
+    rows = list(csv.DictReader(loop["labels"].open()))[: minimum_labels(FAST) - 1]
+    with labels.open("w") as handle:
+        handle.write("identifier,vegetation_pct\n")
+        handle.writelines(f"{r['identifier']},{r['vegetation_pct']}\n" for r in rows)
+    argv = ["--model", str(loop["bundle"]), "--data", str(loop["new"]), "--labels", str(labels)]
+    assert adapt_main([*argv, "--out", str(tmp_path / "out"), "--no-progress"]) == 1
+    error = capsys.readouterr().err
+    assert "too few labels to calibrate: expected at least 25 labelled tiles" in error
+    assert "found 24" in error and not (tmp_path / "out").exists()
+
+
+def test_a_bundle_without_weights_is_refused(loop, tmp_path) -> None:
+    old = tmp_path / "old-bundle"
+    shutil.copytree(loop["bundle"], old)
+    (old / WEIGHTS_FILE).unlink()
+    (old / WEIGHTS_META_FILE).unlink()
+    finalise_bundle(old, load_bundle(loop["bundle"]).manifest)  # a valid bundle, no weights
+    with pytest.raises(ValueError, match="expected trainable weights"):
+        adapt(old, loop["new"], loop["labels"], tmp_path / "out", FAST, progress=False)
