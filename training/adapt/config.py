@@ -1,0 +1,65 @@
+"""The ``sarveg adapt`` settings: ``AdaptConfig``, its loader, the label minimum and split sizes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+
+from training.config import StrictModel, load_typed_config
+from training.finetune_config import FinetuneOptimConfig
+
+# A split-conformal 90 % interval is finite only with ceil((m + 1) * 0.9) <= m, i.e. m >= 9.
+MIN_CALIBRATION_LABELS = 9
+MIN_TRAIN_LABELS = 4
+MIN_EARLY_STOPPING_LABELS = 2
+FINETUNE_FILE = "finetune.pt"
+CONFIG_FILE = "adapt_config.yaml"
+CHECK_TILES = 500
+
+
+class AdaptConfig(StrictModel):
+    """Choices of ``sarveg adapt`` besides its folders (unknown keys are errors)."""
+
+    seed: int = 0
+    region: str | None = Field(None, description="the new region (default: the data's only one)")
+    calibration_fraction: float = Field(0.35, gt=0.0, lt=1.0)
+    early_stopping_fraction: float = Field(0.15, gt=0.0, lt=1.0)
+    rehearsal_tiles: int = Field(128, ge=0, description="old-region train tiles mixed in")
+    new_share: float = Field(0.5, gt=0.0, le=1.0, description="new tiles' share of an epoch")
+    reference_tiles: int = Field(1000, ge=10, description="unlabelled new tiles as reference")
+    calibration_tiles: int = Field(1000, ge=10, description="unlabelled new tiles calibrating")
+    max_reference: int = Field(2000, ge=10, description="reference tiles per other region")
+    variant: str = Field("same", description="'same' as the parent, 'auto' or a variant name")
+    timing_seconds: float = Field(0.2, gt=0.0)
+    timing_repeats: int = Field(1, ge=1)
+    optim: FinetuneOptimConfig = Field(
+        default_factory=lambda: FinetuneOptimConfig(
+            max_epochs=20, patience=5, batch_size=16, lr=5e-5, decoder_lr=5e-4
+        )
+    )
+
+
+def load_adapt_config(preset_or_path: str | Path | None, overrides: list[str]) -> AdaptConfig:
+    """Defaults or a YAML file, then ``key=value`` overrides, validated."""
+    return load_typed_config(AdaptConfig, preset_or_path, overrides, "adaptation config")
+
+
+def minimum_labels(config: AdaptConfig) -> int:
+    """The fewest labels whose split leaves enough tiles to calibrate, train and stop."""
+    for n in range(1, 100_000):
+        calibration, stopping, train = split_counts(n, config)
+        if (
+            calibration >= MIN_CALIBRATION_LABELS
+            and stopping >= MIN_EARLY_STOPPING_LABELS
+            and train >= MIN_TRAIN_LABELS
+        ):
+            return n
+    raise ValueError("expected fractions that leave tiles to train on")
+
+
+def split_counts(n: int, config: AdaptConfig) -> tuple[int, int, int]:
+    """``(calibration, early stopping, train)`` tiles out of ``n`` labelled ones."""
+    calibration = round(config.calibration_fraction * n)
+    stopping = round(config.early_stopping_fraction * n)
+    return calibration, stopping, n - calibration - stopping
