@@ -48,6 +48,7 @@ from sarveg.simulate.layout import simulate_dataset  # noqa: E402
 from serving.batch.cli import main as predict_main  # noqa: E402
 from serving.batch.select import run_select  # noqa: E402
 from training.adapt import AdaptConfig, adapt  # noqa: E402
+from training.models_pipeline import DEFAULT_SINGLE_DATE_SHARE  # noqa: E402
 
 NEW_REGION = "south_america"
 OLD_REGION = "conus"
@@ -57,9 +58,18 @@ STRATEGIES = ("selected", "random")
 
 
 def simulate_once(folder: Path, regions: list[str], tiles: int, seed: int) -> Path:
-    """Simulate a folder unless a finished one is there."""
+    """Simulate a folder unless a finished one is there (single dates as in the benchmark)."""
     if not (folder / "simulation.json").is_file():
-        simulate_dataset(folder, regions, tiles, 112, seed=seed, workers=2, progress=True)
+        simulate_dataset(
+            folder,
+            regions,
+            tiles,
+            112,
+            seed=seed,
+            workers=2,
+            progress=True,
+            single_date_share=DEFAULT_SINGLE_DATE_SHARE,
+        )
     return folder
 
 
