@@ -49,6 +49,8 @@ class InputInfo:
         date: acquisition date (ISO) when the file's tags or name give one.
         footprint_m: ground ``(width, height)`` of the tile in metres, when its CRS allows.
         pixel_size_m: ground size of one pixel in metres.
+        footprint_ratio: the tile's ground side over the model's training chips' (set by the
+            server, which knows the model); beyond 2x either way the tile is flagged.
         warnings: what the user should know about how the tile was read.
     """
 
@@ -60,6 +62,7 @@ class InputInfo:
     date: str | None = None
     footprint_m: tuple[float, float] | None = None
     pixel_size_m: float | None = None
+    footprint_ratio: float | None = None
     warnings: tuple[str, ...] = ()
 
 

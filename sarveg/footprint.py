@@ -45,13 +45,23 @@ def ground_size_m(
     return (width * column_m, height * row_m, math.sqrt(column_m * row_m))
 
 
+def footprint_mismatch(ratio: float | None) -> bool:
+    """Whether a tile's side is more than ``FOOTPRINT_TOLERANCE`` off the training chips'.
+
+    Such a tile is flagged unreliable whatever its p-value: the calibration tiles all had the
+    training footprint, so the conformal guarantee says nothing about another one.
+    """
+    return ratio is not None and not 1 / FOOTPRINT_TOLERANCE <= ratio <= FOOTPRINT_TOLERANCE
+
+
 def footprint_warning(tile_m: float, trained_m: float) -> str | None:
     """A warning when a tile's side differs from the training chips' by more than 2x."""
     ratio = tile_m / trained_m
-    if 1 / FOOTPRINT_TOLERANCE <= ratio <= FOOTPRINT_TOLERANCE:
+    if not footprint_mismatch(ratio):
         return None
     return (
         f"footprint {tile_m / 1000:.2g} km against training chips of {trained_m / 1000:.2g} km "
         f"({ratio:.2g}x): the tile is resampled to the model input, so its ground features are "
-        "seen at another scale than in training"
+        "seen at another scale than in training, and the OOD calibration does not cover it "
+        "(flagged unreliable)"
     )

@@ -15,11 +15,14 @@ import numpy as np
 from sarveg.bundle import Bundle, BundleManifest
 from sarveg.dual_pol import InputInfo
 from sarveg.errors import TileError
+from sarveg.footprint import footprint_mismatch
 from sarveg.ood import OODScorer, SetOOD, TileOOD
 from sarveg.resample import resample_tile
 from sarveg.tiles import Tile
 from serving.runtime import OnnxModel
 from serving.schemas import InputBlock, Interval, ModelRef, TileOODResult, TilePrediction
+
+P_VALUE_REASON = "p_value < alpha: the tile is unlike the calibration tiles"
 
 
 @dataclass(frozen=True, eq=False)
@@ -49,6 +52,7 @@ class TileOutcome:
             score=self.ood.score,
             p_value=self.ood.p_value,
             unreliable=self.ood.unreliable,
+            unreliable_reasons=[P_VALUE_REASON] if self.ood.unreliable else [],
         )
 
 
@@ -123,10 +127,19 @@ class ServedModel:
                 "the model could not score this tile: expected finite model outputs, found "
                 "NaN or infinity (too few valid pixels in some channels?)"
             )
+        ood = outcome.ood_result()
+        if input_info is not None and footprint_mismatch(input_info.footprint_ratio):
+            reason = (
+                f"footprint {input_info.footprint_ratio:.2g}x the training chips': the OOD "
+                "calibration covers tiles of the training footprint only"
+            )
+            ood = ood.model_copy(
+                update={"unreliable": True, "unreliable_reasons": [*ood.unreliable_reasons, reason]}
+            )
         return TilePrediction(
             vegetation_pct=outcome.vegetation_pct,
             interval=outcome.interval(),
-            ood=outcome.ood_result(),
+            ood=ood,
             model=self.ref,
             embedding=[float(x) for x in outcome.embedding] if include_embedding else None,
             input=InputBlock.from_info(input_info) if input_info is not None else None,

@@ -61,8 +61,12 @@ class TileOODResult(_Response):
         description="Conformal p-value of the score against held-out in-distribution tiles."
     )
     unreliable: bool = Field(
-        description="p_value < alpha: at most a fraction alpha of in-distribution tiles are "
-        "flagged (alpha is in the model card)."
+        description="Do not trust this estimate: p_value < alpha (at most a fraction alpha of "
+        "in-distribution tiles are flagged; alpha is in the model card), or a tile footprint "
+        "more than 2x off the training chips' (see unreliable_reasons)."
+    )
+    unreliable_reasons: list[str] = Field(
+        default_factory=list, description="Why the tile is flagged; empty when it is not."
     )
 
 
@@ -92,6 +96,11 @@ class InputBlock(_Response):
         default=None, description="Ground (width, height) of the tile, metres."
     )
     pixel_size_m: float | None = Field(default=None, description="Ground pixel size, metres.")
+    footprint_ratio: float | None = Field(
+        default=None,
+        description="The tile's ground side over the model's training chips'; beyond 2x "
+        "either way the tile is flagged unreliable.",
+    )
     warnings: list[str] = Field(
         default_factory=list,
         description="What to know about how the tile was read, e.g. a footprint more than 2x "

@@ -101,6 +101,31 @@ def test_predictor_answers_real_patches_with_an_input_block(
     assert answer.input.footprint_m == (1200.0, 1200.0) and answer.input.pixel_size_m == 10.0
     (warning,) = answer.input.warnings
     assert warning.startswith("footprint 1.2 km against training chips of 4.5 km (0.27x)")
+    # The calibration covers training-footprint tiles only: such a tile is flagged whatever
+    # its p-value, and the answer says why.
+    assert answer.input.footprint_ratio == pytest.approx(1200.0 / 4500.0)
+    assert answer.ood.unreliable
+    assert any(r.startswith("footprint 0.27x") for r in answer.ood.unreliable_reasons)
+
+
+def test_tiles_of_the_training_footprint_are_flagged_by_p_value_only(tmp_path: Path) -> None:
+    # A tile 4.8 km wide (within 2x of 4.5 km): no footprint reason, flag = p < alpha.
+    bundle = build_bundle(tmp_path / "models", "s1grd", footprint_m=4500.0)
+    path = tmp_path / "t.tif"
+    profile = {"driver": "GTiff", "width": 32, "height": 32, "count": 16, "dtype": "float32"}
+    transform = rasterio.transform.from_origin(400_000.0, 5_000_000.0, 150.0, 150.0)
+    with rasterio.open(path, "w", crs="EPSG:32633", transform=transform, **profile) as dst:
+        dst.write(s1grd_db(32, seed=3))
+        for index, name in enumerate(bands.S1GRD_RAW_BANDS, start=1):
+            dst.set_band_description(index, name)
+    predictor = Predictor([bundle], providers=[CPU], limits=DecodeLimits(workers=1))
+    try:
+        answer = predictor.predict(path.read_bytes())
+    finally:
+        predictor.close()
+    assert answer.input is not None and answer.input.footprint_ratio == pytest.approx(4800 / 4500)
+    assert answer.ood.unreliable == (answer.ood.p_value < 0.05)
+    assert not any(r.startswith("footprint") for r in answer.ood.unreliable_reasons)
 
 
 def test_service_answers_a_real_patch(patches: list[RealPatch], served: Served) -> None:
@@ -121,6 +146,7 @@ def test_service_answers_a_real_patch(patches: list[RealPatch], served: Served) 
         "date": patch.date,
         "footprint_m": [1200.0, 1200.0],
         "pixel_size_m": 10.0,
+        "footprint_ratio": None,
         "warnings": [],  # the tiny test bundle records no training footprint
     }
     declared = requests.post(

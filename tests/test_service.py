@@ -127,9 +127,11 @@ def test_predict_s1grd_multipart(server: str, files: dict[str, Path]) -> None:
         "score",
         "p_value",
         "unreliable",
+        "unreliable_reasons",
     }
     assert body["ood"]["nearest_region"] in body["ood"]["plausible_regions"]
     assert body["ood"]["nearest_region"] == "europe" and body["ood"]["unreliable"] is False
+    assert body["ood"]["unreliable_reasons"] == []
     assert "embedding" not in body
 
 

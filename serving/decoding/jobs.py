@@ -170,6 +170,7 @@ def prepare_tile(request: TileRequest) -> PreparedTile:
     if info is not None and info.footprint_m is not None and spec.footprint_m is not None:
         side = math.sqrt(info.footprint_m[0] * info.footprint_m[1])
         warning = footprint_warning(side, spec.footprint_m)
+        info = replace(info, footprint_ratio=side / spec.footprint_m)
         if warning is not None:
             info = replace(info, warnings=(*info.warnings, warning))
     return PreparedTile(

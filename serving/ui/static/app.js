@@ -63,7 +63,7 @@ function alphaOf(modelName) {
 }
 
 function verdictWords(unreliable, p, alpha, subject) {
-  const bound = alpha === null ? "" : ` ${unreliable ? "<" : "\u2265"} \u03b1 = ${alpha}`;
+  const bound = alpha === null ? "" : ` ${p < alpha ? "<" : "\u2265"} \u03b1 = ${alpha}`;
   return unreliable
     ? `${subject} unlike anything the model was calibrated on: do not trust (p = ${fmtP(p)}${bound})`
     : `${subject} looks like the calibration data (p = ${fmtP(p)}${bound})`;
@@ -196,8 +196,10 @@ function showTile(answer) {
   verdict.className = `verdict ${ood.unreliable ? "bad" : "ok"}`;
   verdict.dataset.unreliable = String(ood.unreliable);
   verdict.dataset.pValue = fmtP(ood.p_value);
+  const reasons = (ood.unreliable_reasons || []).length
+    ? ` Flagged because: ${ood.unreliable_reasons.join("; ")}.` : "";
   $("tile-p-words").textContent = `p = ${fmtP(ood.p_value)}: about ${Math.round(ood.p_value * 100)} % of the held-out `
-    + "calibration tiles look at least as strange to the model as this one.";
+    + "calibration tiles look at least as strange to the model as this one." + reasons;
   $("tile-nearest").textContent = ood.nearest_region;
   $("tile-plausible").textContent = ood.plausible_regions.length ? ood.plausible_regions.join(", ")
     : "none: the tile matches no reference region";
