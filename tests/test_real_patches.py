@@ -181,6 +181,16 @@ def test_sarveg_predict_over_a_folder_of_real_patches(
     table = pq.read_table(out / "tiles.parquet").to_pylist()
     assert len(table) == len(patches)
     assert all(0.0 <= row["vegetation_pct"] <= 100.0 for row in table)
+    # A bundle trained on 4.5 km chips flags every 1.2 km patch, as the service does.
+    trained = build_bundle(tmp_path / "models-4500", "s1grd", footprint_m=4500.0)
+    flagged = tmp_path / "flagged"
+    code = predict_main(
+        [str(folder), "--model", str(trained.directory), "--out", str(flagged), "--no-progress"]
+    )
+    assert code == 0
+    rows = pq.read_table(flagged / "tiles.parquet").to_pylist()
+    assert len(rows) == len(patches) and all(row["unreliable"] for row in rows)
+    assert not all(row["unreliable"] for row in table)  # the same tiles without a footprint
 
 
 def test_small_input_rules(tmp_path: Path) -> None:

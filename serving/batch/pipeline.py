@@ -35,6 +35,7 @@ from tqdm import tqdm
 
 from sarveg.bundle import Bundle
 from sarveg.errors import TileError
+from sarveg.footprint import footprint_mismatch
 from sarveg.resample import resample_tile
 from sarveg.scene import SceneTile, open_scene
 from sarveg.tiles import sniff_format
@@ -124,6 +125,9 @@ class DecodedUnit:
     bounds: list[tuple[float, float, float, float]]
     crs: list[str]
     array: np.ndarray  # (b, C, S, S) float32, the "ok" sources in order
+    # Per source: ground side over the training chips' (None: unknown); beyond 2x either way
+    # the tile is flagged unreliable, as the service flags it.
+    footprint_ratio: list[float | None] = field(default_factory=list)
 
 
 @dataclass
@@ -133,6 +137,7 @@ class _Slot:
     bounds: tuple[float, float, float, float] = (np.nan, np.nan, np.nan, np.nan)
     crs: str = ""
     prepared: np.ndarray | None = None
+    footprint_ratio: float | None = None
 
 
 class UnitDecoder:
@@ -147,7 +152,11 @@ class UnitDecoder:
         self.model = model
         self.modality = model.manifest.modality
         self.tile_px = model.manifest.source_tile_px
-        self.specs = {self.modality: ModelSpec(model.manifest.input_size, self.tile_px)}
+        self.specs = {
+            self.modality: ModelSpec(
+                model.manifest.input_size, self.tile_px, model.manifest.footprint_m
+            )
+        }
         self.limits = DecodeLimits.from_env()
         self._local = threading.local()
         self._sandboxes: list[DecoderPool] = []
@@ -196,12 +205,14 @@ class UnitDecoder:
             bounds=[slot.bounds for slot in slots],
             crs=[slot.crs for slot in slots],
             array=array,
+            footprint_ratio=[slot.footprint_ratio for slot in slots],
         )
 
     def _accept(self, slot: _Slot, tile: PreparedTile) -> None:
         slot.bounds = tile.bounds
         slot.crs = tile.crs
         slot.prepared = tile.array  # (C, S, S)
+        slot.footprint_ratio = tile.input.footprint_ratio if tile.input is not None else None
         slot.status = "ok"
 
     def _decode_windows(self, sources: Sequence[TileSource], slots: list[_Slot]) -> None:
@@ -274,7 +285,8 @@ def predict_unit(model: ServedModel, decoded: DecodedUnit) -> Columns:
         columns["interval_high"][row] = outcome.ood.interval_high
         columns["p_value"][row] = outcome.ood.p_value
         columns["score"][row] = outcome.ood.score
-        columns["unreliable"][row] = outcome.ood.unreliable
+        ratio = decoded.footprint_ratio[row] if decoded.footprint_ratio else None
+        columns["unreliable"][row] = outcome.ood.unreliable or footprint_mismatch(ratio)
         strings["nearest_region"][row] = outcome.ood.nearest_region
         strings["plausible_regions"][row] = ";".join(outcome.ood.plausible_regions)
         embedding[row] = outcome.embedding
