@@ -34,6 +34,7 @@ if str(ROOT) not in sys.path:
 from serving.decoding import DecodeLimits  # noqa: E402
 from serving.predictor import Predictor  # noqa: E402
 from testkit.real import bigearthnet_s1, two_band_geotiff  # noqa: E402
+from testkit.realism import block_db  # noqa: E402
 
 FOREST_WORDS = ("forest", "woodland")
 FOREST_MIN_PCT, OPEN_MAX_PCT, AUROC_TARGET = 30.0, 25.0, 0.8
@@ -48,20 +49,17 @@ def patch_class(labels: tuple[str, ...]) -> str:
 def at_pixel_size(patch_bytes: bytes, pixel_m: float) -> bytes:
     """The two-band file averaged in linear power to ``pixel_m`` pixels (whole blocks)."""
     with MemoryFile(patch_bytes) as source, source.open() as src:
-        db = src.read().astype(np.float64)  # (2, H, W)
         block = max(1, round(pixel_m / abs(src.transform.a)))
-        h, w = (db.shape[1] // block) * block, (db.shape[2] // block) * block
-        power = 10.0 ** (db[:, :h, :w] / 10.0)
-        blocks = power.reshape(2, h // block, block, w // block, block).mean(axis=(2, 4))
+        averaged_db = block_db(src.read().astype(np.float64), block)  # (2, H / block, W / block)
         profile = src.profile | {
-            "height": h // block,
-            "width": w // block,
+            "height": averaged_db.shape[1],
+            "width": averaged_db.shape[2],
             "transform": src.transform * src.transform.scale(block, block),
         }
         descriptions, tags = src.descriptions, src.tags()
     with MemoryFile() as memfile:
         with memfile.open(**profile) as dst:
-            dst.write((10.0 * np.log10(blocks)).astype(np.float32))
+            dst.write(averaged_db.astype(np.float32))
             for index, name in enumerate(descriptions, start=1):
                 dst.set_band_description(index, name)
             dst.update_tags(**tags)

@@ -67,11 +67,15 @@ def neighbour_correlation(image_db: np.ndarray) -> float:
     return float(np.mean([np.corrcoef(a, b)[0, 1] for a, b in pairs]))
 
 
-def block_db(db: np.ndarray) -> np.ndarray:
-    """``(..., H, W)`` dB averaged in linear power over ``BLOCK`` x ``BLOCK`` pixels."""
+def block_db(db: np.ndarray, block: int = BLOCK) -> np.ndarray:
+    """``(..., H, W)`` dB averaged in linear power over ``block`` x ``block`` pixels.
+
+    Rows and columns that do not fill a whole block are dropped.
+    """
     *lead, h, w = db.shape
-    power = 10.0 ** (db / 10.0)
-    blocks = power.reshape(*lead, h // BLOCK, BLOCK, w // BLOCK, BLOCK).mean(axis=(-3, -1))
+    h, w = (h // block) * block, (w // block) * block
+    power = 10.0 ** (db[..., :h, :w] / 10.0)
+    blocks = power.reshape(*lead, h // block, block, w // block, block).mean(axis=(-3, -1))
     return 10.0 * np.log10(blocks)
 
 
