@@ -47,14 +47,32 @@ def conformal_p_values(scores: np.ndarray, calibration_scores: np.ndarray) -> np
     Returns:
         float64 array of p-values in ``(0, 1]``, the same shape as ``scores``.
     """
+    return p_values_from_sorted(scores, sort_calibration(calibration_scores))
+
+
+def sort_calibration(calibration_scores: np.ndarray) -> np.ndarray:
+    """Calibration scores checked and sorted once, for :func:`p_values_from_sorted`.
+
+    Raises:
+        ValueError: when there is no score or one is NaN or infinite.
+    """
     calibration = np.sort(np.asarray(calibration_scores, dtype=np.float64).ravel())
     if calibration.size == 0:
         raise ValueError("expected at least one calibration score, found none")
     if not np.all(np.isfinite(calibration)):
         raise ValueError("expected finite calibration scores, found NaN or inf")
+    return calibration
+
+
+def p_values_from_sorted(scores: np.ndarray, sorted_calibration: np.ndarray) -> np.ndarray:
+    """:func:`conformal_p_values` against calibration scores from :func:`sort_calibration`.
+
+    A server scores every tile against the same calibration set: sorting it once per tile
+    would cost more than the rest of the p-value.
+    """
     values = np.asarray(scores, dtype=np.float64)
-    m = calibration.size
-    n_at_least = m - np.searchsorted(calibration, values, side="left")
+    m = sorted_calibration.size
+    n_at_least = m - np.searchsorted(sorted_calibration, values, side="left")
     return (1.0 + n_at_least) / (m + 1.0)
 
 

@@ -69,7 +69,9 @@ from sarveg.conformal import (
     conformal_p_values,
     conformal_quantile,
     normalise_residuals,
+    p_values_from_sorted,
     predict_intervals,
+    sort_calibration,
 )
 from sarveg.embedding_distance import NeighbourIndex, Whitening
 from sarveg.reference import (
@@ -95,9 +97,17 @@ def _score_and_difficulty(
     moments: ReferenceMoments,
     settings: OODCalibration,
     whitening: Whitening | None = None,
+    distances: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Return the OOD score ``(B,)`` and interval difficulty ``(B,)`` of tiles."""
-    distances, indices = index.search(embedding)  # (B, k)
+    """Return the OOD score ``(B,)`` and interval difficulty ``(B,)`` of tiles.
+
+    ``distances``: the tiles' ``(B, k)`` nearest distances in ``index`` if already known
+    (region membership searched every reference region); they are searched otherwise, and
+    always when the difficulty needs the neighbours themselves.
+    """
+    indices = None
+    if distances is None or settings.difficulty != "knn_distance":
+        distances, indices = index.search(embedding)  # (B, k)
     knn_distance = distances.mean(axis=1)
     if settings.score_name == "knn_distance":
         score = knn_distance
@@ -136,21 +146,36 @@ class InDistributionScore:
             for r in self.regions
         }
 
-    def score(self, embedding: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Return the scores ``(B, R_in)`` (columns: :attr:`regions`) and difficulty ``(B,)``."""
+    def score(
+        self, embedding: np.ndarray, nearest: Mapping[str, np.ndarray] | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Return the scores ``(B, R_in)`` (columns: :attr:`regions`) and difficulty ``(B,)``.
+
+        Args:
+            embedding: ``(B, D)`` tile embeddings.
+            nearest: per region, the tiles' ``(B, k)`` ascending distances to its ``k`` nearest
+                reference tiles, where already searched (the same k-NN the index would find).
+        """
+        nearest = nearest or {}
         scores, difficulties, nearness = [], [], []
         for region in self.regions:
+            distances = nearest.get(region)
+            if distances is not None and distances.shape[1] != self.indexes[region].k:
+                distances = None
             score, difficulty = _score_and_difficulty(
                 embedding,
                 self.indexes[region],
                 self.moments[region],
                 self.settings,
                 self.whitenings[region],
+                distances,
             )
             scores.append(score)
             difficulties.append(difficulty)
             if len(self.regions) > 1:
-                nearness.append(self.indexes[region].search(embedding)[0].mean(axis=1))
+                if distances is None:
+                    distances = self.indexes[region].search(embedding)[0]
+                nearness.append(distances.mean(axis=1))
         if len(self.regions) == 1:
             return scores[0][:, None], difficulties[0]
         nearest = np.argmin(np.stack(nearness, axis=1), axis=1)  # (B,)
@@ -173,9 +198,12 @@ def block_scores(
 def best_p_values(
     scores: np.ndarray, calibration: list[np.ndarray]
 ) -> tuple[np.ndarray, np.ndarray]:
-    """The largest per-region conformal p-value ``(B,)`` and the column it came from ``(B,)``."""
+    """The largest per-region conformal p-value ``(B,)`` and the column it came from ``(B,)``.
+
+    ``calibration``: per region, its calibration scores from :func:`sort_calibration`.
+    """
     p_values = np.stack(
-        [conformal_p_values(scores[:, i], c) for i, c in enumerate(calibration)], axis=1
+        [p_values_from_sorted(scores[:, i], c) for i, c in enumerate(calibration)], axis=1
     )  # (B, R_in)
     best = np.argmax(p_values, axis=1)
     return p_values[np.arange(len(best)), best], best
@@ -299,9 +327,12 @@ class OODScorer:
         self.membership = RegionMembership(reference.regions, settings.knn_k, settings.alpha)
         self.calibration_scores = np.asarray(reference.calibration.score, np.float64)
         # Per in-distribution region, its calibration tiles' scores (one block each).
-        self.calibration_by_region = block_scores(
-            self.calibration_scores[:, None], settings.calibration_blocks, own_column=False
-        )
+        self.calibration_by_region = [
+            sort_calibration(c)
+            for c in block_scores(
+                self.calibration_scores[:, None], settings.calibration_blocks, own_column=False
+            )
+        ]
         residuals = np.asarray(reference.calibration.abs_error_norm, np.float64)
         # Unlabelled calibration tiles (adapted bundles) calibrate the p-value, not the interval.
         self.interval_quantile = conformal_quantile(
@@ -342,7 +373,12 @@ class OODScorer:
             raise ValueError(f"expected {x.shape[0]} predictions, found {yhat.shape[0]}")
         swd = self.swd_by_region(x)  # (B, R)
         membership = self.membership.score(x)
-        scores, difficulty = self.in_distribution.score(x)  # (B, R_in), (B,)
+        nearest = {
+            r: membership.nearest_distances[:, i]  # (B, k)
+            for i, r in enumerate(self.regions)
+            if r in self.in_distribution.regions
+        }
+        scores, difficulty = self.in_distribution.score(x, nearest)  # (B, R_in), (B,)
         p_value, best = best_p_values(scores, self.calibration_by_region)
         score = scores[np.arange(len(best)), best]  # against the region that fits best
         low, high = predict_intervals(

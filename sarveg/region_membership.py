@@ -106,6 +106,9 @@ class Membership:
         p_value: ``(B, R)`` full-conformal p-value of membership in each region.
         nearest_region: per tile, the winner of the pooled k-NN vote.
         plausible_regions: per tile, the regions with ``p_value >= alpha`` (may be empty).
+        nearest_distances: ``(B, R, k)`` each region's ``k`` nearest reference distances,
+            ascending: the exact k-NN search of every reference region, which the OOD score
+            reuses rather than searching the fine-tuning region again.
     """
 
     regions: tuple[str, ...]
@@ -113,6 +116,7 @@ class Membership:
     p_value: np.ndarray
     nearest_region: list[str]
     plausible_regions: list[list[str]]
+    nearest_distances: np.ndarray
 
 
 class RegionMembership:
@@ -147,20 +151,23 @@ class RegionMembership:
     def _vote(self, nearest: list[np.ndarray]) -> list[int]:
         """Pooled k-NN vote from each region's ``(B, k)`` nearest distances: region indices."""
         pooled = np.concatenate(nearest, axis=1)  # (B, R k)
-        labels = np.repeat(np.arange(len(nearest)), self.k)  # (R k,)
+        n_regions = len(nearest)
+        labels = np.repeat(np.arange(n_regions), self.k)  # (R k,)
         chosen = np.argpartition(pooled, self.k - 1, axis=1)[:, : self.k]  # (B, k)
-        winners = []
-        for row, picks in zip(pooled, chosen, strict=True):
-            counts = np.bincount(labels[picks], minlength=len(nearest))
-            sums = np.bincount(labels[picks], weights=row[picks], minlength=len(nearest))
-            # Most votes first, then the smaller summed distance.
-            winners.append(int(np.lexsort((sums, -counts))[0]))
-        return winners
+        votes = labels[chosen][:, :, None] == np.arange(n_regions)  # (B, k, R)
+        counts = votes.sum(axis=1)  # (B, R)
+        sums = np.where(votes, np.take_along_axis(pooled, chosen, axis=1)[:, :, None], 0.0).sum(
+            axis=1
+        )  # (B, R)
+        # Most votes first, then the smaller summed distance: sums / (total + 1) < 1 never
+        # outweighs one vote.
+        total = sums.sum(axis=1, keepdims=True)
+        return np.argmax(counts - sums / (total + 1.0), axis=1).tolist()
 
     def score(self, embedding: np.ndarray) -> Membership:
         """Membership of tiles ``(B, D)`` in every region."""
         x = check_embeddings(embedding, "tile embeddings", self._knn[0].embedding.shape[1])
-        scores, p_values, votes = [], [], []
+        scores, p_values, votes, neighbours = [], [], [], []
         for start in range(0, x.shape[0], KNN_BLOCK_ROWS):
             block = x[start : start + KNN_BLOCK_ROWS]
             distances = np.sqrt(
@@ -171,6 +178,7 @@ class RegionMembership:
                 nearest, score, p = _score_and_p(by_region, self.k, *self._loo)
                 scores.append(score)
                 p_values.append(p)
+                neighbours.append(nearest)
                 votes.extend(self._vote(list(nearest.transpose(1, 0, 2))))
                 continue
             parts = [
@@ -179,13 +187,18 @@ class RegionMembership:
             ]
             scores.append(np.stack([s for _, s, _ in parts], axis=1))
             p_values.append(np.stack([p for _, _, p in parts], axis=1))
-            votes.extend(self._vote([d[:, : self.k] for d, _, _ in parts]))
+            nearest = np.stack([d[:, : self.k] for d, _, _ in parts], axis=1)  # (b, R, k)
+            neighbours.append(nearest)
+            votes.extend(self._vote(list(nearest.transpose(1, 0, 2))))
         empty = np.empty((0, len(self.regions)))
         score = np.concatenate(scores) if scores else empty
         p_value = np.concatenate(p_values) if p_values else empty
+        nearest_distances = (
+            np.concatenate(neighbours) if neighbours else np.empty((0, len(self.regions), self.k))
+        )
         best = [self.regions[i] for i in votes]
         plausible = [
             [r for r, p in zip(self.regions, row, strict=True) if p >= self.alpha]
             for row in p_value
         ]
-        return Membership(self.regions, score, p_value, best, plausible)
+        return Membership(self.regions, score, p_value, best, plausible, nearest_distances)

@@ -378,3 +378,29 @@ def test_ledoit_wolf_shrinkage_matches_its_definition() -> None:
     assert 0.0 < s < 1.0
     # Many samples per dimension need little shrinkage; few need more.
     assert ledoit_wolf_shrinkage(x[:25]) > s
+
+
+@pytest.mark.parametrize("score_name", ["knn_distance", "mahalanobis"])
+def test_reused_membership_neighbours_give_the_searched_scores(
+    synthetic_world: dict, score_name: str
+) -> None:
+    """score_batch reuses membership's k-NN of the fine-tuning region instead of searching."""
+    arrays, ood = calibrate_ood(
+        synthetic_world["regions"], "home", synthetic_world["calibration"], score_name=score_name
+    )
+    scorer = OODScorer(arrays, ood)
+    x = np.concatenate(
+        [synthetic_world["evaluation"].embedding[:40], synthetic_world["unseen"].embedding[:40]]
+    )
+    membership = scorer.membership.score(x)
+    home = scorer.regions.index("home")
+    searched, _ = scorer.index.search(x)
+    np.testing.assert_allclose(membership.nearest_distances[:, home], searched, rtol=1e-4)
+    reused = scorer.in_distribution.score(x, {"home": membership.nearest_distances[:, home]})
+    fresh = scorer.in_distribution.score(x)
+    for a, b in zip(reused, fresh, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-4)
+    # The p-values come from the calibration sorted once, exactly as from the definition.
+    batch = scorer.score_batch(x, synthetic_world["evaluation"].predicted_pct[:80])
+    expected = conformal_p_values(fresh[0][:, 0], arrays.calibration.score)
+    np.testing.assert_array_equal(batch.p_value, expected)
