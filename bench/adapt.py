@@ -47,7 +47,8 @@ from sarveg.dataset import index_dataset  # noqa: E402
 from sarveg.simulate.layout import simulate_dataset  # noqa: E402
 from serving.batch.cli import main as predict_main  # noqa: E402
 from serving.batch.select import run_select  # noqa: E402
-from training.adapt import AdaptConfig, adapt  # noqa: E402
+from training.adapt import adapt  # noqa: E402
+from training.adapt.config import load_adapt_config  # noqa: E402
 from training.models_pipeline import DEFAULT_SINGLE_DATE_SHARE  # noqa: E402
 
 NEW_REGION = "south_america"
@@ -116,13 +117,15 @@ def run_one(
     write_labels(work / "labels.csv", chosen, truth)
     bundle_dir = work / "bundle"
     if not (bundle_dir / "bundle.json").is_file():
-        optim = AdaptConfig().optim.model_copy(update={"max_epochs": args.max_epochs})
+        config = load_adapt_config(
+            None, [f"seed={seed}", f"optim.max_epochs={args.max_epochs}", *args.set]
+        )
         adapt(
             folders["model"],
             pool,
             work / "labels.csv",
             bundle_dir,
-            AdaptConfig(seed=seed, optim=optim),
+            config,
             old_data=args.old_data,
             ood_data=folders["eval"],
             cache_dir=args.work / "cache",
@@ -257,6 +260,14 @@ def main() -> int:
     parser.add_argument("--eval-tiles", type=int, default=1000)
     parser.add_argument("--max-epochs", type=int, default=20)
     parser.add_argument("--work", type=Path, default=ROOT / "runs" / "bench-adapt")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="sarveg adapt config override for every run, e.g. rehearsal_tiles=512",
+    )
+    parser.add_argument("--strategies", default=",".join(STRATEGIES))
     args = parser.parse_args()
     ks = [int(k) for k in args.ks.split(",")]
     seeds = [int(s) for s in args.seeds.split(",")]
@@ -276,7 +287,7 @@ def main() -> int:
         folders = {"pool": pool, "eval": evaluation, "model": model, "run": run}
         for k in ks:
             for seed in seeds:
-                for strategy in STRATEGIES:
+                for strategy in args.strategies.split(","):
                     row = run_one(args, modality, strategy, k, seed, folders)
                     print(json.dumps(row), flush=True)
                     results.append(row)

@@ -1,7 +1,10 @@
 """Throughput of a shipped bundle's ONNX graph in ONNX Runtime vs the same model in PyTorch eager.
 
     python bench/onnx_vs_torch.py --bundle models/s1grd-conus \
-        --checkpoint RUNS/finetune-s1grd-conus [--seconds 3] [--repeats 3]
+        [--checkpoint RUNS/finetune-s1grd-conus] [--seconds 3] [--repeats 3]
+
+The PyTorch model is the bundle's own trainable weights (``weights.safetensors``), or the
+fine-tuning run's checkpoint when ``--checkpoint`` is given.
 
 Both engines get 2 intra-op threads and run the same forward (vegetation %, embedding,
 attention) on the same tiles, at batch 1 and 16, in the same process; timing windows alternate
@@ -29,6 +32,7 @@ import numpy as np
 import torch
 
 from sarveg.bundle import load_bundle
+from training.bundle_weights import load_bundle_weights
 from training.onnx_export import ExportGraph, export_onnx, make_session, measure_throughput
 from training.regressor import load_finetuned
 
@@ -39,14 +43,20 @@ TARGET_RATIO = 1.3
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--bundle", type=Path, required=True)
-    parser.add_argument("--checkpoint", type=Path, required=True, help="the fine-tuning run")
+    parser.add_argument(
+        "--checkpoint", type=Path, default=None, help="the fine-tuning run (default: the bundle's)"
+    )
     parser.add_argument("--seconds", type=float, default=3.0, help="per timing window")
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args(argv)
 
     bundle = load_bundle(args.bundle)
     manifest = bundle.manifest
-    finetuned = load_finetuned(args.checkpoint)
+    finetuned = (
+        load_bundle_weights(args.bundle)
+        if args.checkpoint is None
+        else load_finetuned(args.checkpoint)
+    )
     if finetuned.input_size != manifest.input_size or finetuned.modality != manifest.modality:
         print("the checkpoint does not match the bundle (modality or input size)", file=sys.stderr)
         return 1

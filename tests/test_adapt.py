@@ -172,3 +172,26 @@ def test_a_bundle_without_weights_is_refused(loop, tmp_path) -> None:
     finalise_bundle(old, load_bundle(loop["bundle"]).manifest)  # a valid bundle, no weights
     with pytest.raises(ValueError, match="expected trainable weights"):
         adapt(old, loop["new"], loop["labels"], tmp_path / "out", FAST, progress=False)
+
+
+def backbone_drift(parent: Path, adapted: Path) -> float:
+    """Squared distance between two bundles' backbone weights."""
+    before = load_bundle_weights(parent).model.backbone.state_dict()
+    after = load_bundle_weights(adapted).model.backbone.state_dict()
+    return float(sum(((after[k].float() - before[k].float()) ** 2).sum() for k in before))
+
+
+def test_frozen_and_anchored_backbones_stay_near_the_parent(loop, tmp_path) -> None:
+    free = backbone_drift(loop["bundle"], loop["adapted"])
+    assert free > 0.0
+    variants = (("frozen", {"freeze_backbone": True}), ("anchored", {"anchor_weight": 1e3}))
+    for name, update in variants:
+        out = tmp_path / name
+        config = FAST.model_copy(update=update)
+        adapt(loop["bundle"], loop["new"], loop["labels"], out, config, progress=False)
+        drift = backbone_drift(loop["bundle"], out)
+        if name == "frozen":
+            assert drift == 0.0
+        else:
+            assert 0.0 < drift < 0.5 * free
+        assert load_bundle(out).manifest.provenance.config["adapt"]["config"][next(iter(update))]

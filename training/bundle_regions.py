@@ -28,7 +28,7 @@ from sarveg.bundle import finalise_bundle, load_bundle
 from sarveg.ood import OODScorer, describe_method
 from sarveg.ood_evaluation import measure_region_membership
 from sarveg.reference import RegionReference
-from training.cache import prepare_cache
+from training.cache import TileCache, prepare_cache
 from training.evaluate import simulation_seed, synthetic_data
 from training.model_card import CARD_FILE, render_model_card
 from training.onnx_export import run_session
@@ -40,19 +40,26 @@ def training_seed(data_description: str) -> int | None:
     return int(match.group(1)) if match else None
 
 
+def labelled_region_rows(
+    data: Path, modality: str, size: int, region: str, limit: int
+) -> tuple[TileCache, np.ndarray]:
+    """The decoded cache of ``region`` in ``data`` and up to ``limit`` of its labelled rows."""
+    cache = prepare_cache(data, modality, size, [region], None, None)
+    rows = np.flatnonzero(np.isfinite(cache.vegetation_pct[cache.indices()]))
+    return cache, np.sort(cache.indices()[rows][:limit])
+
+
 def region_tiles(
     session: ort.InferenceSession, data: Path, modality: str, size: int, region: str, limit: int
 ) -> RegionReference | None:
     """Embeddings and predictions of up to ``limit`` labelled tiles of ``region`` in ``data``."""
-    cache = prepare_cache(data, modality, size, [region], None, None)
-    rows = np.flatnonzero(np.isfinite(cache.vegetation_pct[cache.indices()]))
-    rows = cache.indices()[rows][:limit]
+    cache, rows = labelled_region_rows(data, modality, size, region, limit)
     if not len(rows):
         return None
-    predicted, embedding = run_session(session, np.asarray(cache.tiles[np.sort(rows)], np.float32))
+    predicted, embedding = run_session(session, np.asarray(cache.tiles[rows], np.float32))
     return RegionReference(
         embedding=embedding.astype(np.float32),
-        vegetation_pct=cache.vegetation_pct[np.sort(rows)].astype(np.float32),
+        vegetation_pct=cache.vegetation_pct[rows].astype(np.float32),
         predicted_pct=predicted.astype(np.float32),
     )
 

@@ -244,11 +244,14 @@ def fit(
     log: JsonlLog,
     progress: bool,
     init_bias: bool = True,
+    anchor_weight: float = 0.0,
 ) -> dict[str, Any]:
     """Train with early stopping; leave the best model loaded, in eval mode.
 
     ``init_bias`` sets the decoder's bias to the mean label first (a fresh decoder); a model
-    fine-tuned further (``sarveg adapt``) keeps its own.
+    fine-tuned further (``sarveg adapt``) keeps its own. ``anchor_weight`` > 0 adds L2-SP
+    (Li et al. 2018): that weight times the squared distance of the trainable backbone weights to
+    their starting values, which holds a model adapted on a few labels near what it knew.
 
     Returns:
         ``best_epoch``, ``epochs_run`` and ``best_val_rmse``.
@@ -263,6 +266,8 @@ def fit(
     total_steps = steps_per_epoch * optim.max_epochs
     warmup_steps = steps_per_epoch * optim.warmup_epochs
     trainable = [p for p in model.parameters() if p.requires_grad]
+    anchored = [p for p in model.backbone.parameters() if p.requires_grad and anchor_weight > 0]
+    anchors = [p.detach().clone() for p in anchored]
     best_rmse, best_epoch, best_state, step, waited, epoch = math.inf, -1, None, 0, 0, 0
     bar = tqdm(total=total_steps, desc=f"finetune {config.modality}", disable=not progress)
     with bar:
@@ -282,13 +287,18 @@ def fit(
                 factor = lr_factor(step, total_steps, warmup_steps, optim.min_lr_ratio)
                 for group in optimizer.param_groups:
                     group["lr"] = group["peak_lr"] * factor
-                loss = torch.nn.functional.mse_loss(model(x), labels[positions])
+                mse = torch.nn.functional.mse_loss(model(x), labels[positions])
+                loss = mse
+                if anchors:
+                    pairs = zip(anchored, anchors, strict=True)
+                    drift = sum(((p - a) ** 2).sum() for p, a in pairs)
+                    loss = mse + anchor_weight * drift
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 if optim.clip_grad > 0:
                     torch.nn.utils.clip_grad_norm_(trainable, optim.clip_grad)
                 optimizer.step()
-                squared += float(loss.detach()) * len(positions)
+                squared += float(mse.detach()) * len(positions)
                 seen += len(positions)
                 step += 1
                 bar.update()

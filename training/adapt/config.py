@@ -18,6 +18,18 @@ CONFIG_FILE = "adapt_config.yaml"
 CHECK_TILES = 500
 
 
+class AdaptOptimConfig(FinetuneOptimConfig):
+    """The optimiser of an adaptation: gentler than a first fine-tune, few labels to fit.
+
+    Its own class so that a partial override (``optim.max_epochs=10``) keeps these defaults.
+    """
+
+    max_epochs: int = Field(20, ge=1)
+    batch_size: int = Field(16, ge=1)
+    lr: float = Field(5e-5, gt=0.0, description="peak LR of the backbone")
+    decoder_lr: float = Field(5e-4, gt=0.0, description="peak LR of the linear decoder")
+
+
 class AdaptConfig(StrictModel):
     """Choices of ``sarveg adapt`` besides its folders (unknown keys are errors)."""
 
@@ -27,17 +39,20 @@ class AdaptConfig(StrictModel):
     early_stopping_fraction: float = Field(0.15, gt=0.0, lt=1.0)
     rehearsal_tiles: int = Field(128, ge=0, description="old-region train tiles mixed in")
     new_share: float = Field(0.5, gt=0.0, le=1.0, description="new tiles' share of an epoch")
+    freeze_backbone: bool = Field(False, description="fit the decoder only")
+    anchor_weight: float = Field(
+        0.0,
+        ge=0.0,
+        description="L2-SP: weight of the squared distance of the backbone's weights to the "
+        "bundle's, added to the loss (0: none)",
+    )
     reference_tiles: int = Field(1000, ge=10, description="unlabelled new tiles as reference")
     calibration_tiles: int = Field(1000, ge=10, description="unlabelled new tiles calibrating")
     max_reference: int = Field(2000, ge=10, description="reference tiles per other region")
     variant: str = Field("same", description="'same' as the parent, 'auto' or a variant name")
     timing_seconds: float = Field(0.2, gt=0.0)
     timing_repeats: int = Field(1, ge=1)
-    optim: FinetuneOptimConfig = Field(
-        default_factory=lambda: FinetuneOptimConfig(
-            max_epochs=20, patience=5, batch_size=16, lr=5e-5, decoder_lr=5e-4
-        )
-    )
+    optim: AdaptOptimConfig = Field(default_factory=AdaptOptimConfig)
 
 
 def load_adapt_config(preset_or_path: str | Path | None, overrides: list[str]) -> AdaptConfig:

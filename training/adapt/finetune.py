@@ -19,7 +19,7 @@ from training.export import (
     cap_positions,
 )
 from training.finetune import FinetuneTiles, fit, row_ids
-from training.finetune_config import FinetuneConfig
+from training.finetune_config import FinetuneConfig, FinetuneOptimConfig
 from training.regressor import FinetunedModel
 from training.runlog import JsonlLog
 
@@ -47,7 +47,8 @@ def finetune_adapted(
     ft_config = ft_config.model_copy(
         update={
             "seed": config.seed,
-            "optim": config.optim,
+            "optim": FinetuneOptimConfig.model_validate(config.optim.model_dump()),
+            "freeze_backbone": config.freeze_backbone,
             "pretrained": None,
             "data": ft_config.data.model_copy(update={"regions": regions}),
         }
@@ -109,7 +110,18 @@ def finetune_adapted(
         started = time.perf_counter()
         log = JsonlLog(work_dir / "log.jsonl")
         # Keep the trained decoder's bias: resetting it to the label mean would undo training.
-        outcome = fit(model, stacked, tiles, ft_config, log, progress, init_bias=False)
+        if config.freeze_backbone:
+            model.backbone.requires_grad_(False)
+        outcome = fit(
+            model,
+            stacked,
+            tiles,
+            ft_config,
+            log,
+            progress,
+            init_bias=False,
+            anchor_weight=config.anchor_weight,
+        )
         outcome |= {"seconds": time.perf_counter() - started, "repeat_new": repeat}
         partial = saved.with_suffix(".partial")
         torch.save({"key": key, "model": model.state_dict(), "outcome": outcome}, partial)
