@@ -77,7 +77,7 @@ def link_folder(tiles: list[Path], folder: Path, data: Path) -> Path:
     """A plain folder of symbolic links to ``tiles`` (plus the simulator's manifest)."""
     folder.mkdir(parents=True)
     for tile in tiles:
-        (folder / tile.name).symlink_to(tile)
+        (folder / tile.name).symlink_to(tile.resolve())  # a relative --data would dangle
     manifest = data / "simulation.json"
     if manifest.is_file():
         shutil.copy(manifest, folder / manifest.name)

@@ -61,6 +61,12 @@ def exported(tmp_path_factory):
     return model, path
 
 
+def test_export_leaves_the_model_in_eval_mode(exported):
+    """The exporter restores its wrapper's mode: a training-mode wrapper turned drop path on."""
+    model, _ = exported
+    assert not any(module.training for module in model.modules())
+
+
 @pytest.mark.parametrize("batch", [1, 5])
 def test_onnx_runtime_matches_pytorch(exported, batch):
     model, path = exported

@@ -86,8 +86,10 @@ def export_onnx(model: VegetationRegressor, path: str | Path) -> onnx.ModelProto
         # timm's dynamic-size branches trace to constants at the export size, which is intended;
         # the TorchScript exporter's deprecation notice is expected too (see module docstring).
         warnings.simplefilter("ignore")
+        # The wrapper in eval mode too: the exporter restores the exported module's mode
+        # afterwards, and a fresh wrapper's (training) would switch the model's drop path on.
         torch.onnx.export(
-            ExportGraph(model),
+            ExportGraph(model).eval(),
             (example,),
             str(path),
             input_names=[INPUT_NAME],

@@ -37,7 +37,7 @@ class AdaptConfig(StrictModel):
     region: str | None = Field(None, description="the new region (default: the data's only one)")
     calibration_fraction: float = Field(0.35, gt=0.0, lt=1.0)
     early_stopping_fraction: float = Field(0.15, gt=0.0, lt=1.0)
-    rehearsal_tiles: int = Field(128, ge=0, description="old-region train tiles mixed in")
+    rehearsal_tiles: int = Field(512, ge=0, description="old-region train tiles mixed in")
     new_share: float = Field(0.5, gt=0.0, le=1.0, description="new tiles' share of an epoch")
     freeze_backbone: bool = Field(False, description="fit the decoder only")
     anchor_weight: float = Field(
