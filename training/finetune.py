@@ -230,10 +230,7 @@ def build_model(
             teacher = state["teacher"]
             weights = {k[len(prefix) :]: v for k, v in teacher.items() if k.startswith(prefix)}
             backbone.load_state_dict(weights)
-    model = VegetationRegressor(backbone, config.decoder_input, config.data.input_size)
-    if config.freeze_backbone:
-        model.backbone.requires_grad_(False)
-    return model
+    return VegetationRegressor(backbone, config.decoder_input, config.data.input_size)
 
 
 def fit(
@@ -261,6 +258,8 @@ def fit(
     if init_bias:  # start from the mean label: early epochs fit the signal, not the offset
         with torch.no_grad():
             model.decoder.bias.fill_(float(labels.mean()))
+    if config.freeze_backbone:  # here, so a model fine-tuned further is frozen alike
+        model.backbone.requires_grad_(False)
     optimizer = build_optimizer(model, optim)
     steps_per_epoch = math.ceil(len(tiles.labelled) / optim.batch_size)
     total_steps = steps_per_epoch * optim.max_epochs

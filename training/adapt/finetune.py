@@ -110,8 +110,6 @@ def finetune_adapted(
         started = time.perf_counter()
         log = JsonlLog(work_dir / "log.jsonl")
         # Keep the trained decoder's bias: resetting it to the label mean would undo training.
-        if config.freeze_backbone:
-            model.backbone.requires_grad_(False)
         outcome = fit(
             model,
             stacked,
