@@ -17,6 +17,7 @@ from sarveg.simulate.layout import simulate_dataset
 from tests.training_runs import REGIONS, SIDE_PX, finetune_tiny, pretrain_tiny, simulate_tiny
 from training.backbone import build_backbone
 from training.bundle_weights import load_bundle_weights
+from training.cache import prepare_cache
 from training.config import ModelConfig
 from training.export import ExportSettings, build_bundle, main
 from training.onnx_export import (
@@ -26,6 +27,7 @@ from training.onnx_export import (
     compare_variants,
     export_onnx,
     make_session,
+    run_session,
     write_variants,
 )
 from training.regressor import VegetationRegressor, load_finetuned
@@ -191,14 +193,60 @@ def test_exported_bundle_loads_and_matches_the_contract(bundle_dir):
     np.testing.assert_allclose(again.score, calibration.score, rtol=1e-6)
 
 
-def test_reference_embeddings_come_from_the_shipped_graph(bundle_dir):
-    out, _, _ = bundle_dir
+def reference_tiles(bundle, data, region: str) -> list[tuple[str, str]]:
+    """``(identifier, split)`` of each reference tile of ``region``, found by its embedding."""
+    cache = prepare_cache(data, "s1grd", SIZE, [region], None, None, progress=False)
+    rows = cache.indices()
+    _, embedding = run_session(
+        make_session(bundle.model_path), np.asarray(cache.tiles[rows], np.float32)
+    )
+    stored = bundle.reference.regions[region].embedding
+    distance = np.linalg.norm(stored[:, None, :] - embedding[None], axis=2)  # (n_ref, n_tiles)
+    assert np.all(distance.min(axis=1) < 1e-4)  # every reference tile went through the graph
+    found = rows[distance.argmin(axis=1)]
+    return [(cache.identifiers[i], cache.splits[i]) for i in found]
+
+
+def test_references_spread_over_every_split_and_skip_the_tiles_the_fine_tune_used(bundle_dir):
+    out, run, data = bundle_dir
     bundle = load_bundle(out)
-    session = make_session(bundle.model_path)
-    conus = bundle.reference.regions["conus"]
-    assert len(conus.embedding) < bundle.manifest.metrics["conus"].n_tiles  # half the split
     assert bundle.reference.regions["europe"].embedding.shape[1] == 32
-    assert session.get_outputs()[1].name == "embedding"
+    used = {
+        identifier
+        for key in ("labelled", "early_stopping", "calibration")
+        for _, identifier in load_finetuned(run).checkpoint["tiles"][key]
+    }
+    conus = reference_tiles(bundle, data, "conus")
+    assert conus and not used & {identifier for identifier, _ in conus}
+    labelled_conus = sum(
+        np.isfinite(r.vegetation_pct) for r in index_dataset(data, "s1grd", ["conus"])
+    )
+    # Half of the unused tiles: the other half measures the OOD block.
+    assert len(conus) == (labelled_conus - len(used)) // 2
+    for region in ("europe", "conus"):
+        splits = {split for _, split in reference_tiles(bundle, data, region)}
+        assert len(splits) >= 2, (region, splits)
+    # Without an independent folder the unseen region's val split measures AUROC: not a reference.
+    assert "val" not in {split for _, split in reference_tiles(bundle, data, "south_america")}
+
+
+def test_a_bundle_exports_again_from_its_own_weights(bundle_dir, tmp_path):
+    out, _, data = bundle_dir
+    original = load_bundle(out)
+    variant = original.manifest.provenance.config["export"]["variant"]
+    settings = ExportSettings(
+        variant=variant, timing_seconds=0.02, timing_repeats=1, progress=False
+    )
+    manifest = build_bundle(out, data, tmp_path / "again", settings)
+    again = load_bundle(tmp_path / "again")
+    for region, metrics in original.manifest.metrics.items():
+        assert manifest.metrics[region].rmse == pytest.approx(metrics.rmse, abs=1e-3)
+    np.testing.assert_allclose(
+        again.reference.regions["conus"].embedding,
+        original.reference.regions["conus"].embedding,
+        atol=1e-4,
+    )
+    assert manifest.ood.calibration_size == original.manifest.ood.calibration_size
 
 
 def test_tampered_bundle_fails_to_load(bundle_dir, tmp_path):
@@ -266,10 +314,9 @@ def test_independent_folder_measures_the_ood_block(bundle_dir, tmp_path):
     assert measured.n_in_distribution == fresh_labelled["conus"] > 0
     assert measured.n_unseen == fresh_labelled["south_america"] > 0
     assert "independent folder fresh" in measured.evaluation_tiles
-    # No held-out half is needed any more: the whole conus test split is the reference.
-    assert len(load_bundle(out).reference.regions["conus"].embedding) == (
-        manifest.metrics["conus"].n_tiles
-    )
+    # No held-out half is needed any more: every tile the fine-tune left unused is a reference.
+    held = load_bundle(out).reference.regions["conus"].embedding
+    assert len(held) == len(load_bundle(bundle_dir[0]).reference.regions["conus"].embedding) * 2
     assert "independent conus tiles" in (out / "MODEL_CARD.md").read_text()
     membership = manifest.ood.region_membership
     assert membership is not None and set(membership.n_tiles) == {"conus", "south_america"}

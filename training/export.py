@@ -6,18 +6,27 @@ Which tiles go where (fine-tuning region ``F``, e.g. conus; every split is the d
 
 - ``model.onnx``: the fp32 graph or a faster variant that passes the drift rule
   (``training.onnx_export``), checked on up to ``DRIFT_TILES`` test tiles of all regions.
-- reference (``reference.npz``, one group per region): test tiles of every region with labels,
-  at most ``max_reference`` each; for ``F`` only a reproducible half of its test split, so that
-  the other half can measure the OOD block, unless ``--ood-data`` is given.
-- calibration: the part of ``F``'s val split the fine-tuning run held out from early stopping
-  (recorded in its checkpoint), so it was used to fit nothing.
-- OOD evaluation (``ood.measured``): the other half of ``F``'s test split (false-flag rate,
+- reference (``reference.npz``, one group per region): labelled tiles drawn at random from
+  *every* split of each region, at most ``max_reference`` each, so that they cover the whole
+  region rather than one geographic band (a band's tiles are each other's near neighbours, so
+  a band-only reference makes tiles of the other bands look less like the region than they
+  are). ``F``'s reference leaves out every tile the fine-tuning run fitted, stopped on or
+  calibrated on, and, unless ``--ood-data`` is given, a reproducible half of the rest, which
+  measures the OOD block; without ``--ood-data`` the unseen region's val split is left out too.
+- calibration: the tiles the fine-tuning run held out for it (recorded in its checkpoint: val
+  tiles not used for early stopping and train tiles outside the label budget), so it was used
+  to fit nothing.
+- OOD evaluation (``ood.measured``): that other half of ``F``'s unused tiles (false-flag rate,
   interval coverage) and the val split of the unseen region (AUROC, Spearman with error).
   With ``--ood-data DIR`` (an independent folder in the same layout, e.g. a simulation with
-  another seed), every labelled tile of ``F`` and of the unseen region there instead, and ``F``'s
-  whole test split joins the reference. 500 evaluation tiles measure a false-flag rate of 0.05
-  to +/- 0.02 only at about two standard errors; 2,000 tiles halve that error.
+  another seed), every labelled tile of ``F`` and of the unseen region there instead, and all of
+  ``F``'s unused tiles are candidates for the reference. 500 evaluation tiles measure a
+  false-flag rate of 0.05 to +/- 0.02 only at about two standard errors; 2,000 tiles halve that
+  error.
 - ``metrics``: every region's whole test split.
+- ``--checkpoint`` may also be a bundle with trainable weights: the same model is exported again
+  (e.g. with a new reference), from its ``weights.safetensors`` and the tiles ``weights.json``
+  records.
 - ``weights.safetensors`` + ``weights.json``: the checkpoint's fp32 weights, for fine-tuning the
   bundle further (``training.bundle_weights``).
 
@@ -46,6 +55,7 @@ from sarveg.bundle import (
     MANIFEST_FILE,
     MODEL_FILE,
     REFERENCE_FILE,
+    WEIGHTS_FILE,
     Architecture,
     BundleManifest,
     Normalisation,
@@ -60,7 +70,7 @@ from sarveg.ood import OODScorer, calibrate_ood
 from sarveg.ood_evaluation import evaluate_ood, measure_region_membership
 from sarveg.reference import RegionReference, save_reference
 from sarveg.tiles import read_tile
-from training.bundle_weights import save_bundle_weights
+from training.bundle_weights import load_bundle_weights, save_bundle_weights
 from training.cache import TileCache, prepare_cache
 from training.evaluate import score_predictions, simulation_seed, synthetic_data
 from training.label_budget import region_rng, split_holdout
@@ -69,9 +79,17 @@ from training.onnx_export import export_best, make_session, reports_as_dicts, ru
 from training.regressor import FinetunedModel, load_finetuned
 
 DRIFT_TILES = 1000
-MAX_REFERENCE_TILES = 2000
+# Per region: the membership search costs one (B, regions x tiles) product per batch.
+MAX_REFERENCE_TILES = 1000
 DEFAULT_UNSEEN_REGION = "south_america"
 SOURCE_SIDE_SAMPLES = 25
+
+
+def load_exportable(source: str | Path) -> FinetunedModel:
+    """A fine-tuning run, or a bundle's own trainable weights (to export that model again)."""
+    if (Path(source) / WEIGHTS_FILE).is_file():
+        return load_bundle_weights(source)
+    return load_finetuned(source)
 
 
 def lookup_rows(cache: TileCache, pairs: list[list[str]], what: str) -> np.ndarray:
@@ -109,6 +127,17 @@ def take(group: RegionReference, positions: np.ndarray) -> RegionReference:
 def labelled_rows(cache: TileCache, rows: np.ndarray) -> np.ndarray:
     """The rows that have a finite label."""
     return rows[np.isfinite(cache.vegetation_pct[rows])]
+
+
+def reference_candidates(
+    cache: TileCache, region: str, used: set[tuple[str, str]], held_split: str | None = None
+) -> np.ndarray:
+    """Labelled rows of ``region`` in every split, except ``used`` pairs and ``held_split``."""
+    rows = labelled_rows(cache, cache.indices(regions=[region]))
+    keep = [
+        (region, cache.identifiers[i]) not in used and cache.splits[i] != held_split for i in rows
+    ]
+    return rows[np.asarray(keep, dtype=bool)]
 
 
 def run_rows(session: Any, cache: TileCache, rows: np.ndarray) -> RegionReference:
@@ -262,7 +291,8 @@ def build_bundle(
     place only once ``load_bundle`` accepts it.
 
     Args:
-        checkpoint: fine-tuning run folder or ``checkpoint.pt``.
+        checkpoint: fine-tuning run folder or ``checkpoint.pt``, or a bundle with trainable
+            weights.
         data_dir: the geetiles folder it was fine-tuned on.
         out_dir: the bundle directory to create (``models/NAME``).
         settings: export choices (defaults: ``ExportSettings()``).
@@ -318,7 +348,7 @@ def write_bundle(
     checkpoint: str | Path, data_dir: Path, staging: Path, name: str, settings: ExportSettings
 ) -> BundleManifest:
     """Write and verify every bundle file in ``staging`` (see the module docstring)."""
-    finetuned = load_finetuned(checkpoint)
+    finetuned = load_exportable(checkpoint)
     ckpt = finetuned.checkpoint
     config = ckpt["config"]
     regions_ft = list(config["data"]["regions"])
@@ -351,19 +381,35 @@ def write_bundle(
     test_rows = {r: rows for r, rows in test_rows.items() if len(rows)}
     if region_ft not in test_rows:
         raise ValueError(f"expected labelled test tiles of {region_ft}, found none")
-    ft_test = test_rows[region_ft]
+    unseen_region = settings.unseen_region
+    if unseen_region == region_ft:
+        unseen_region = None
+    if settings.ood_data is not None:
+        require_independent(data_dir, Path(settings.ood_data))
+    region_caches = {r: ft_cache if r == region_ft else cache_of([r], None) for r in test_rows}
+    fitted = {
+        tuple(pair)
+        for key in ("labelled", "early_stopping", "calibration")
+        for pair in ckpt["tiles"][key]
+    }
+    candidates = {
+        r: reference_candidates(
+            cache,
+            r,
+            fitted,
+            held_split="val" if settings.ood_data is None and r == unseen_region else None,
+        )
+        for r, cache in region_caches.items()
+    }
+    ft_pool = candidates[region_ft]
     if settings.ood_data is None:
         first, rest = split_holdout(
-            [test_cache.identifiers[i] for i in ft_test], [region_ft] * len(ft_test), 0.5, seed
+            [ft_cache.identifiers[i] for i in ft_pool], [region_ft] * len(ft_pool), 0.5, seed
         )
-    else:
-        require_independent(data_dir, Path(settings.ood_data))
-        first, rest = np.arange(len(ft_test)), np.arange(0)
-    reference_positions = {
-        r: cap_positions(
-            first if r == region_ft else np.arange(len(rows)), settings.max_reference, seed, r
-        )
-        for r, rows in test_rows.items()
+        candidates[region_ft], ft_held = ft_pool[first], ft_pool[rest]
+    reference_rows = {
+        r: rows[cap_positions(np.arange(len(rows)), settings.max_reference, seed, r)]
+        for r, rows in candidates.items()
     }
     per_region = max(1, DRIFT_TILES // len(test_rows))
     drift_rows = np.concatenate(
@@ -384,7 +430,9 @@ def write_bundle(
     )
     session = make_session(staging / MODEL_FILE)
     outputs = {r: run_rows(session, test_cache, rows) for r, rows in test_rows.items()}
-    references = {r: take(outputs[r], p) for r, p in reference_positions.items()}
+    references = {
+        r: run_rows(session, region_caches[r], rows) for r, rows in reference_rows.items()
+    }
     calibration = run_rows(session, ft_cache, calibration_rows)
     reference, ood = calibrate_ood(
         references,
@@ -394,11 +442,8 @@ def write_bundle(
         knn_k=settings.knn_k,
         score_name=settings.score_name,
     )
-    unseen_region = settings.unseen_region
-    if unseen_region == region_ft:
-        unseen_region = None
     if settings.ood_data is None:
-        in_distribution = take(outputs[region_ft], rest)
+        in_distribution = run_rows(session, ft_cache, ft_held)
         unseen = None
         if unseen_region is not None:
             if unseen_region not in test_rows:
@@ -411,7 +456,7 @@ def write_bundle(
             unseen = run_rows(
                 session, unseen_cache, labelled_rows(unseen_cache, unseen_cache.indices())
             )
-        evaluation_tiles = f"{len(rest)} {region_ft} test tiles outside the reference" + (
+        evaluation_tiles = f"{len(ft_held)} unused {region_ft} tiles outside the reference" + (
             f"; the {unseen_region} val split" if unseen is not None else ""
         )
     else:
@@ -484,7 +529,8 @@ def write_bundle(
                 "labelled": len(ckpt["tiles"]["labelled"]),
                 "early_stopping": len(ckpt["tiles"]["early_stopping"]),
                 "calibration": len(calibration_rows),
-                "reference": {r: len(p) for r, p in reference_positions.items()},
+                "reference": {r: len(rows) for r, rows in reference_rows.items()},
+                "reference_from": "every split, tiles the fine-tune used left out",
                 "ood_evaluation_in_distribution": len(in_distribution.embedding),
                 "ood_evaluation_unseen": 0 if unseen is None else len(unseen.embedding),
             },
@@ -531,7 +577,11 @@ def main(argv: list[str]) -> int:
         prog="sarveg export",
         description="Export a fine-tuned model to ONNX and write a verified model bundle.",
     )
-    parser.add_argument("--checkpoint", required=True, help="fine-tuning run folder or .pt")
+    parser.add_argument(
+        "--checkpoint",
+        required=True,
+        help="fine-tuning run folder or .pt, or a bundle with trainable weights",
+    )
     parser.add_argument("--data", type=Path, required=True, help="the data it was fine-tuned on")
     parser.add_argument("--out", type=Path, required=True, help="bundle folder, e.g. models/NAME")
     parser.add_argument("--name", default=None, help="bundle name (default: folder name)")
