@@ -16,6 +16,7 @@ from sarveg.ood import OODScorer
 from sarveg.simulate.layout import simulate_dataset
 from tests.training_runs import REGIONS, SIDE_PX, finetune_tiny, pretrain_tiny, simulate_tiny
 from training.backbone import build_backbone
+from training.bundle_regions import main as regions_main
 from training.bundle_weights import load_bundle_weights
 from training.cache import prepare_cache
 from training.config import ModelConfig
@@ -297,7 +298,7 @@ def test_export_cli_refuses_to_overwrite_without_force(bundle_dir, capsys):
     assert not list(out.parent.glob(".*staging"))
 
 
-def test_independent_folder_measures_the_ood_block(bundle_dir, tmp_path):
+def test_independent_folder_measures_the_ood_block(bundle_dir, tmp_path, capsys):
     _, run, data = bundle_dir
     fresh = tmp_path / "fresh"
     simulate_dataset(
@@ -324,6 +325,10 @@ def test_independent_folder_measures_the_ood_block(bundle_dir, tmp_path):
         assert sum(membership.confusion[membership.regions.index(region)]) == n
         assert 0.0 <= membership.plausible_coverage[region] <= 1.0
     assert "## Region membership" in (out / "MODEL_CARD.md").read_text()
+    # `sarveg regions` measures the regions the folder has, not failing on the others.
+    assert regions_main(["--model", str(out), "--data", str(fresh)]) == 0
+    table = capsys.readouterr().out.split("plausible cov")[1]
+    assert "conus" in table and "south_america" in table and "europe" not in table
 
 
 def test_ood_folder_must_be_independent_of_the_training_data(bundle_dir, tmp_path):

@@ -25,6 +25,7 @@ import numpy as np
 import onnxruntime as ort
 
 from sarveg.bundle import finalise_bundle, load_bundle
+from sarveg.dataset import index_dataset
 from sarveg.ood import OODScorer, describe_method
 from sarveg.ood_evaluation import measure_region_membership
 from sarveg.reference import RegionReference
@@ -81,8 +82,9 @@ def main(argv: list[str]) -> int:
         )
     session = ort.InferenceSession(str(bundle.model_path), providers=["CPUExecutionProvider"])
     scorer = OODScorer.from_bundle(bundle)
+    present = {record.region for record in index_dataset(args.data, manifest.modality)}
     tiles = {}
-    for region in scorer.regions:
+    for region in (r for r in scorer.regions if r in present):
         group = region_tiles(
             session, args.data, manifest.modality, manifest.input_size, region, args.per_region
         )
