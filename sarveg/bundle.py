@@ -12,7 +12,8 @@ A bundle is a directory ``models/<name>/`` holding exactly the files listed in i
   rebuilds the module (``training.bundle_weights``); serving ignores them.
 
 ``reference.npz`` layout (``numpy.savez``, no pickles). ``D`` is ``embedding_size``; for every
-region ``r`` in ``ood.reference_regions`` (held-out test-split tiles of that region, ~2,000):
+region ``r`` in ``ood.reference_regions`` (held-out tiles of that region, fitted on nothing, from
+every split; ~1,000):
 
 - ``{r}/embedding`` float32 ``(n_r, D)``: fine-tuned CLS embeddings.
 - ``{r}/vegetation_pct`` float32 ``(n_r,)``: labels (percent); NaN for a tile without a label

@@ -465,7 +465,7 @@ def describe_method(settings: OODCalibration, n_reference: int) -> str:
     """Return the human-readable method description stored in ``ood.method``."""
     return (
         f"Tile score {settings.score_name} (k={settings.knn_k}) against {n_reference} held-out "
-        f"test tiles of {settings.fine_tuning_region}; split-conformal p-value against "
+        f"reference tiles of {settings.fine_tuning_region}; split-conformal p-value against "
         f"{settings.calibration_size} further held-out {settings.fine_tuning_region} tiles; "
         f"unreliable when p < {settings.alpha}. Interval: normalised split conformal, difficulty "
         f"{settings.difficulty}, nominal coverage {1 - settings.interval_alpha:.2f}. Region "
@@ -495,7 +495,7 @@ def calibrate_ood(
     """Compute the calibration arrays and OOD settings that go into a bundle.
 
     Args:
-        regions: per region, held-out test tiles (the reference sets).
+        regions: per region, held-out tiles fitted on nothing (the reference sets).
         fine_tuning_region: the region the model was fine-tuned on; must be in ``regions``.
         calibration: held-out tiles of the fine-tuning region, disjoint from its reference and
             never used to fit anything; or, for several in-distribution regions (an adapted

@@ -23,7 +23,7 @@ OPTIONAL_VALUE_ARRAYS: tuple[str, ...] = ("vegetation_pct", "abs_error_norm")
 
 @dataclass(frozen=True, eq=False)
 class RegionReference:
-    """Held-out test tiles of one region, as stored in ``reference.npz``."""
+    """Held-out tiles of one region, as stored in ``reference.npz``."""
 
     embedding: np.ndarray  # (n, D) float32
     vegetation_pct: np.ndarray  # (n,) float32

@@ -242,20 +242,28 @@ def render_model_card(manifest: BundleManifest) -> str:
     )
     backbone_mode = "frozen" if finetune.get("freeze_backbone") else "trained"
     reference = tiles.get("reference", {})
-    few = [r for r, n in reference.items() if n < 2000]
-    if _independent(manifest.ood.measured):
-        split_note = "the whole test split of each; an independent folder measures the OOD block"
+    region_ft = manifest.ood.fine_tuning_region
+    if tiles.get("reference_from"):
+        reference_line = (
+            f"- Reference embeddings: tiles per region {reference}, drawn at random from every "
+            f"split; the {region_ft} ones leave out every tile the fine-tune fitted, stopped or "
+            "calibrated on"
+            + (
+                " (an independent folder measures the OOD block)."
+                if _independent(manifest.ood.measured)
+                else ", and half of the rest, which measures the OOD block."
+            )
+        )
     else:
         split_note = (
-            f"the {manifest.ood.fine_tuning_region} test split is halved: one half is the "
-            "reference, the other measures the OOD block"
+            "the whole test split of each; an independent folder measures the OOD block"
+            if _independent(manifest.ood.measured)
+            else f"the {region_ft} test split is halved: one half is the reference, the other "
+            "measures the OOD block"
         )
-    reference_note = (
-        f" The design asks for about 2,000 per region; {', '.join(few)} had fewer labelled "
-        "test tiles than that."
-        if few
-        else ""
-    )
+        reference_line = (
+            f"- Reference embeddings: test tiles per region {reference} ({split_note})."
+        )
     lines = [
         f"# Model card: {manifest.name}",
         "",
@@ -293,10 +301,9 @@ def render_model_card(manifest: BundleManifest) -> str:
         f"{', '.join(p.fine_tuning_regions)} ({p.label_fraction:.1%} of its train split), "
         f"backbone {backbone_mode}, MSE on the vegetation fraction, flips only, early stopping "
         f"on {tiles.get('early_stopping', '?')} val tiles.",
-        f"- OOD calibration: {tiles.get('calibration', '?')} further val tiles of "
-        f"{manifest.ood.fine_tuning_region} held out from early stopping (used to fit nothing).",
-        f"- Reference embeddings: test tiles per region {reference} ({split_note})."
-        f"{reference_note}",
+        f"- OOD calibration: {tiles.get('calibration', '?')} further tiles of {region_ft} that "
+        "the fine-tuning run held out for it (used to fit nothing).",
+        reference_line,
         f"- Code: {p.code_version}; created {p.created.isoformat(timespec='seconds')}.",
         "",
         "## Test metrics (whole test split of each region; RMSE in percentage points)",
