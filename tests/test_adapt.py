@@ -16,7 +16,7 @@ from sarveg.ood import OODScorer
 from sarveg.simulate.layout import simulate_dataset
 from serving.batch.cli import main as predict_main
 from serving.batch.select import main as select_main
-from tests.training_runs import finetune_tiny, pretrain_tiny, simulate_tiny
+from tests.training_runs import finetune_tiny, pretrain_tiny, reference_tiles, simulate_tiny
 from training.adapt import AdaptConfig, adapt, minimum_labels
 from training.adapt import main as adapt_main
 from training.bundle_weights import load_bundle_weights
@@ -84,6 +84,16 @@ def test_select_writes_distinct_tiles_of_the_run_as_csv_geojson_and_png(loop) ->
     ring = collection["features"][0]["geometry"]["coordinates"][0]
     assert collection["features"][0]["geometry"]["type"] == "Polygon" and len(ring) == 5
     assert loop["selected"].with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_old_references_come_from_every_split_and_skip_the_parents_tiles(loop) -> None:
+    adapted = load_bundle(loop["adapted"])
+    recorded = load_bundle_weights(loop["bundle"]).checkpoint["tiles"]
+    used = {i for key in ("labelled", "early_stopping", "calibration") for _, i in recorded[key]}
+    conus = reference_tiles(adapted, loop["data"], "conus")
+    assert conus and not used & {identifier for identifier, _ in conus}
+    for region in ("conus", "europe"):
+        assert len({split for _, split in reference_tiles(adapted, loop["data"], region)}) >= 2
 
 
 def test_adapted_bundle_covers_both_regions_and_carries_its_weights(loop) -> None:

@@ -14,11 +14,17 @@ from sarveg.bundle import MAX_BUNDLE_BYTES, BundleError, load_bundle
 from sarveg.dataset import index_dataset
 from sarveg.ood import OODScorer
 from sarveg.simulate.layout import simulate_dataset
-from tests.training_runs import REGIONS, SIDE_PX, finetune_tiny, pretrain_tiny, simulate_tiny
+from tests.training_runs import (
+    REGIONS,
+    SIDE_PX,
+    finetune_tiny,
+    pretrain_tiny,
+    reference_tiles,
+    simulate_tiny,
+)
 from training.backbone import build_backbone
 from training.bundle_regions import main as regions_main
 from training.bundle_weights import load_bundle_weights
-from training.cache import prepare_cache
 from training.config import ModelConfig
 from training.export import ExportSettings, build_bundle, main
 from training.onnx_export import (
@@ -28,7 +34,6 @@ from training.onnx_export import (
     compare_variants,
     export_onnx,
     make_session,
-    run_session,
     write_variants,
 )
 from training.regressor import VegetationRegressor, load_finetuned
@@ -192,20 +197,6 @@ def test_exported_bundle_loads_and_matches_the_contract(bundle_dir):
     calibration = bundle.reference.calibration
     again = scorer.score_batch(calibration.embedding, calibration.predicted_pct)
     np.testing.assert_allclose(again.score, calibration.score, rtol=1e-6)
-
-
-def reference_tiles(bundle, data, region: str) -> list[tuple[str, str]]:
-    """``(identifier, split)`` of each reference tile of ``region``, found by its embedding."""
-    cache = prepare_cache(data, "s1grd", SIZE, [region], None, None, progress=False)
-    rows = cache.indices()
-    _, embedding = run_session(
-        make_session(bundle.model_path), np.asarray(cache.tiles[rows], np.float32)
-    )
-    stored = bundle.reference.regions[region].embedding
-    distance = np.linalg.norm(stored[:, None, :] - embedding[None], axis=2)  # (n_ref, n_tiles)
-    assert np.all(distance.min(axis=1) < 1e-4)  # every reference tile went through the graph
-    found = rows[distance.argmin(axis=1)]
-    return [(cache.identifiers[i], cache.splits[i]) for i in found]
 
 
 def test_references_spread_over_every_split_and_skip_the_tiles_the_fine_tune_used(bundle_dir):

@@ -8,10 +8,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
+from sarveg.bundle import Bundle
 from sarveg.simulate.layout import simulate_dataset
+from training.cache import prepare_cache
 from training.config import load_config
 from training.finetune import finetune
 from training.finetune_config import load_finetune_config
+from training.onnx_export import make_session, run_session
 from training.pretrain import RunOptions, pretrain
 
 REGIONS = ["europe", "china", "conus", "south_america"]
@@ -60,3 +65,20 @@ def finetune_tiny(
         base.append(f"pretrained={pretrained}")
     config = load_finetune_config(None, [*base, *overrides])
     return finetune(config, data, run, progress=False)
+
+
+def reference_tiles(bundle: Bundle, data: Path, region: str) -> list[tuple[str, str]]:
+    """``(identifier, split)`` of each reference tile of ``region``, found by its embedding."""
+    size = bundle.manifest.input_size
+    cache = prepare_cache(
+        data, bundle.manifest.modality, size, [region], None, None, progress=False
+    )
+    rows = cache.indices()
+    _, embedding = run_session(
+        make_session(bundle.model_path), np.asarray(cache.tiles[rows], np.float32)
+    )
+    stored = bundle.reference.regions[region].embedding
+    distance = np.linalg.norm(stored[:, None, :] - embedding[None], axis=2)  # (n_ref, n_tiles)
+    assert np.all(distance.min(axis=1) < 1e-4)  # every reference tile went through the graph
+    found = rows[distance.argmin(axis=1)]
+    return [(cache.identifiers[i], cache.splits[i]) for i in found]

@@ -26,9 +26,11 @@ What goes where (``N`` = the new region, ``O`` = the region(s) the bundle was fi
   region are mis-flagged at most ``alpha`` of the time. N's reference and OOD calibration tiles
   are random samples of its *unlabelled* tiles (``reference_tiles``, ``calibration_tiles``; the
   p-value needs no label), plus the labelled calibration tiles; O's are, as in ``sarveg export``,
-  half its test split and the calibration tiles recorded in the weights, re-embedded. The
+  tiles from all its splits that the parent's fine-tune did not use (outside the test half that
+  measures forgetting) and the calibration tiles recorded in the weights, re-embedded. The
   interval is calibrated on every labelled calibration tile of both regions.
-- **references** of every other region with labelled test tiles in ``--old-data``, re-embedded.
+- **references** of every other region with labelled test tiles in ``--old-data``: tiles of all
+  its splits, re-embedded.
 - **before / after** (``provenance.config.adapt.evaluation``, in the model card): RMSE and
   unreliable share of the parent and the adapted bundle on O's other test half, on N's labelled
   calibration tiles and on N's unlabelled tiles in neither reference nor calibration; with

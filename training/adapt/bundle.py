@@ -130,10 +130,8 @@ def write_adapted_bundle(
         references: dict[str, RegionReference] = {}
         calibration: dict[str, RegionReference] = {}
         if old is not None:
-            for r, rows in old.test_rows.items():
-                references[r] = take(
-                    outputs_of(session, old.test_cache, rows), old.reference_positions[r]
-                )
+            for r, rows in old.reference_rows.items():
+                references[r] = outputs_of(session, old.reference_caches[r], rows)
             for r in old.regions:
                 rows = old.calibration[np.asarray(old.cache.regions)[old.calibration] == r]
                 calibration[r] = outputs_of(session, old.cache, rows)

@@ -48,7 +48,7 @@ class AdaptConfig(StrictModel):
     )
     reference_tiles: int = Field(1000, ge=10, description="unlabelled new tiles as reference")
     calibration_tiles: int = Field(1000, ge=10, description="unlabelled new tiles calibrating")
-    max_reference: int = Field(2000, ge=10, description="reference tiles per other region")
+    max_reference: int = Field(1000, ge=10, description="reference tiles per old or other region")
     variant: str = Field("same", description="'same' as the parent, 'auto' or a variant name")
     timing_seconds: float = Field(0.2, gt=0.0)
     timing_repeats: int = Field(1, ge=1)

@@ -22,6 +22,7 @@ from training.export import (
     cap_positions,
     labelled_rows,
     lookup_rows,
+    reference_candidates,
 )
 from training.label_budget import region_rng, split_holdout
 
@@ -131,8 +132,9 @@ class OldRegion:
     calibration: np.ndarray
     test_cache: TileCache  # every region's test split
     test_rows: dict[str, np.ndarray]  # labelled test rows per region (new region excluded)
-    reference_positions: dict[str, np.ndarray]  # into test_rows
-    evaluation_positions: dict[str, np.ndarray]  # old in-distribution regions only
+    reference_caches: dict[str, TileCache]  # per region (new region excluded), every split
+    reference_rows: dict[str, np.ndarray]  # into reference_caches
+    evaluation_positions: dict[str, np.ndarray]  # into test_rows; old in-distribution regions
 
 
 def gather_old_region(
@@ -145,7 +147,12 @@ def gather_old_region(
     cache_dir: Path | None,
     progress: bool,
 ) -> OldRegion:
-    """Look up the old region's recorded tiles in ``old_data`` and cut its test split in two."""
+    """Look up the old region's recorded tiles in ``old_data`` and cut its test split in two.
+
+    One half of each old in-distribution region's test split measures the adapted bundle there;
+    every region's reference is drawn from all its splits (as ``sarveg export`` draws it),
+    leaving out that half and every tile the parent's fine-tune used.
+    """
     regions = [r for r in checkpoint["config"]["data"]["regions"] if r != new_region]
     cache = prepare_cache(
         old_data, modality, input_size, regions, None, cache_dir, progress=progress
@@ -172,18 +179,31 @@ def gather_old_region(
     missing = [r for r in regions if r not in test_rows]
     if missing:
         raise ValueError(f"expected labelled test tiles of {missing} in {old_data}, found none")
-    reference_positions, evaluation_positions = {}, {}
-    for region, rows in test_rows.items():
-        if region in regions:
-            first, rest = split_holdout(
-                [test_cache.identifiers[i] for i in rows], [region] * len(rows), 0.5, config.seed
-            )
-            evaluation_positions[region] = rest
-        else:
-            first = np.arange(len(rows))
-        reference_positions[region] = cap_positions(
-            first, config.max_reference, config.seed, region
+    used = {
+        tuple(pair)
+        for key in ("labelled", "early_stopping", "calibration")
+        for pair in recorded[key]
+    }
+    evaluation_positions = {}
+    for region in regions:
+        rows = test_rows[region]
+        _, rest = split_holdout(
+            [test_cache.identifiers[i] for i in rows], [region] * len(rows), 0.5, config.seed
         )
+        evaluation_positions[region] = rest
+        used |= {(region, test_cache.identifiers[i]) for i in rows[rest]}
+    reference_caches = {
+        r: cache
+        if r in regions
+        else prepare_cache(old_data, modality, input_size, [r], None, cache_dir, progress=progress)
+        for r in test_rows
+    }
+    reference_rows = {}
+    for region, region_cache in reference_caches.items():
+        candidates = reference_candidates(region_cache, region, used)
+        reference_rows[region] = candidates[
+            cap_positions(np.arange(len(candidates)), config.max_reference, config.seed, region)
+        ]
     return OldRegion(
         regions=regions,
         cache=cache,
@@ -192,7 +212,8 @@ def gather_old_region(
         calibration=rows_of("calibration"),
         test_cache=test_cache,
         test_rows=test_rows,
-        reference_positions=reference_positions,
+        reference_caches=reference_caches,
+        reference_rows=reference_rows,
         evaluation_positions=evaluation_positions,
     )
 
