@@ -24,15 +24,19 @@ from rasterio.io import DatasetReader
 from rasterio.windows import Window
 
 from sarveg import bands
+from sarveg.dual_pol import check_units, detect_units
 from sarveg.errors import TileError
 from sarveg.footprint import ground_size_m
 from sarveg.tiles import (
     MIN_SIDE_PX,
     BandLayout,
     Tile,
+    check_fixed_units,
     check_header,
     check_modality,
     decode_bands,
+    dual_pol_values,
+    fixed_units,
     identify_layout,
     open_raster,
     value_problem,
@@ -42,6 +46,9 @@ from sarveg.tiles import (
 # it is read one window at a time, so memory does not grow with this budget.
 MAX_SCENE_PIXELS = 16384 * 16384
 MIN_VALID_FRACTION = 0.25
+# A two-band VV/VH scene's units are told once, from a decimated read of the whole scene (a
+# bounded number of pixels whatever the scene's size), so that every window is read alike.
+UNITS_SAMPLE_SIDE_PX = 512
 
 
 def ground_window_px(dataset: DatasetReader, tile_px: int, footprint_m: float | None) -> int:
@@ -101,6 +108,8 @@ class Scene:
     dataset: DatasetReader
     layout: BandLayout
     tile_px: int
+    units: str = "db"  # what the values are read as: db, power, amplitude or coherence
+    units_source: str = "layout"  # layout (fixed by it), detected or declared
 
     @property
     def modality(self) -> str:
@@ -139,7 +148,7 @@ class Scene:
                 f"could not decode scene tile ({row}, {col}): expected complete image data, "
                 "found a corrupt or truncated file"
             ) from None
-        array = decode_bands(raw, self.layout)
+        array = decode_bands(raw, self.layout, self.units)
         inside = np.zeros(array.shape[1:], bool)
         inside[
             : max(0, self.dataset.height - row * self.tile_px),
@@ -174,6 +183,7 @@ def open_scene(
     modality: str | None = None,
     max_pixels: int = MAX_SCENE_PIXELS,
     footprint_m: float | Mapping[str, float | None] | None = None,
+    units: str | None = None,
 ) -> Iterator[Scene]:
     """Open a GeoTIFF scene for tiled reading.
 
@@ -188,16 +198,26 @@ def open_scene(
         footprint_m: the training chips' ground side (or one per modality); when given and the
             scene's CRS gives its pixel size, windows cover that many metres, whatever the
             scene's resolution, instead of ``tile_px`` pixels.
+        units: ``"db"``, ``"power"`` or ``"amplitude"`` for a two-band VV/VH scene; None tells
+            them once for the whole scene from a decimated read (other layouts fix their units).
 
     Raises:
         TileError: not a readable GeoTIFF, unknown bands, or a scene smaller than one tile.
     """
     check_modality(modality)
+    units = check_units(units)
     with open_raster(source) as (dataset, kind):
         if kind != "tiff":
             raise TileError("scene must be a GeoTIFF: expected TIFF data, found NetCDF")
         check_header(dataset, max_pixels, "scene")
         layout = identify_layout(dataset)
+        units_source = "layout"
+        if layout.name == "s1grd-2band":
+            units_source = "declared" if units is not None else "detected"
+            units = units or detect_scene_units(dataset, layout)
+        else:
+            check_fixed_units(layout, units)
+            units = fixed_units(layout)
         if modality is not None and layout.modality != modality:
             raise TileError(f"expected a {modality} scene, found {layout.modality} bands")
         if isinstance(tile_px, Mapping):
@@ -215,4 +235,26 @@ def open_scene(
                 f"scene too small: expected at least {max(MIN_SIDE_PX, tile_px // 2)} pixels a "
                 f"side (tiles are {tile_px} px), found {h} x {w}"
             )
-        yield Scene(dataset=dataset, layout=layout, tile_px=tile_px)
+        yield Scene(
+            dataset=dataset, layout=layout, tile_px=tile_px, units=units, units_source=units_source
+        )
+
+
+def detect_scene_units(dataset: DatasetReader, layout: BandLayout) -> str:
+    """The units of a two-band VV/VH scene, from a nearest-neighbour decimated read of it all.
+
+    Raises:
+        TileError: unreadable pixels, or values that do not say their units (the message asks
+            for ``units=``).
+    """
+    scale = max(1, math.ceil(max(dataset.height, dataset.width) / UNITS_SAMPLE_SIDE_PX))
+    shape = (len(layout.indexes), -(-dataset.height // scale), -(-dataset.width // scale))
+    try:
+        raw = dataset.read(list(layout.indexes), out_shape=shape)  # (2, h, w), nearest
+    except RasterioError:
+        raise TileError(
+            "could not decode the scene: expected complete image data, found a corrupt or "
+            "truncated file"
+        ) from None
+    values = dual_pol_values(raw)
+    return detect_units(values[0], values[1])

@@ -471,10 +471,35 @@ def refuse_descending_only(dataset: DatasetReader) -> None:
         )
 
 
+def fixed_units(layout: BandLayout) -> str:
+    """The units a layout other than two-band VV/VH fixes: ``db`` or ``coherence``."""
+    return "coherence" if layout.modality == "gssic" else "db"
+
+
+def check_fixed_units(layout: BandLayout, units: str | None) -> None:
+    """Refuse declared units that a layout other than two-band VV/VH fixes otherwise."""
+    if units not in (None, "db") and layout.modality == "s1grd":
+        raise TileError(
+            f"units={units} applies to two-band VV/VH files: expected dB for the "
+            f"{layout.name} layout (geetiles stores dB), found units={units}"
+        )
+    if units is not None and layout.modality == "gssic":
+        raise TileError(
+            f"units={units} applies to two-band VV/VH files: expected none for GSSIC "
+            "coherence, found one"
+        )
+
+
+def dual_pol_values(raw: np.ndarray) -> np.ndarray:
+    """``(2, H, W)`` stored VV/VH as float32, NaN where both bands are 0 (the export's mask)."""
+    values = raw.astype(np.float32, copy=True)
+    values[:, np.all(values == 0, axis=0)] = np.nan
+    return values
+
+
 def decode_dual_pol(raw: np.ndarray, units: str | None) -> tuple[np.ndarray, str, str]:
     """``(2, H, W)`` stored VV/VH to the 12 model channels; also the units and their source."""
-    values = raw.astype(np.float32, copy=True)
-    values[:, np.all(values == 0, axis=0)] = np.nan  # both bands 0: the export's mask
+    values = dual_pol_values(raw)
     source = "declared" if units is not None else "detected"
     units = units or detect_units(values[0], values[1])
     return replicate_seasons(to_db(values, units)), units, source
@@ -495,21 +520,13 @@ def decode_geotiff(
         )
         info = InputInfo("single_date", layout.name, units, source, "replicated", date)
     else:
-        if units not in (None, "db") and layout.modality == "s1grd":
-            raise TileError(
-                f"units={units} applies to two-band VV/VH files: expected dB for the "
-                f"{layout.name} layout (geetiles stores dB), found units={units}"
-            )
-        if units is not None and layout.modality == "gssic":
-            raise TileError(
-                f"units={units} applies to two-band VV/VH files: expected none for GSSIC "
-                "coherence, found one"
-            )
+        check_fixed_units(layout, units)
         array = decode_bands(raw, layout)
         if layout.name == "s1grd-16band" and not np.isfinite(array).any():
             refuse_descending_only(dataset)
-        fixed = "coherence" if layout.modality == "gssic" else "db"
-        info = InputInfo("seasonal_composite", layout.name, fixed, "layout", "per band")
+        info = InputInfo(
+            "seasonal_composite", layout.name, fixed_units(layout), "layout", "per band"
+        )
         if layout.modality == "s1grd" and layout.dtype == np.uint8:
             wrapped = suspected_wraps(array[:4])  # the four VV channels, decoded
             share = wrapped / (raw.shape[1] * raw.shape[2])

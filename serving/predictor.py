@@ -22,6 +22,7 @@ import onnxruntime as ort
 
 import sarveg
 from sarveg.bundle import MANIFEST_FILE, MODEL_FILE, Bundle, BundleError, load_bundle
+from sarveg.dual_pol import check_units
 from sarveg.errors import TileError
 from sarveg.tiles import check_modality
 from serving.decoding import DecodeLimits, ModelSpec, PreparedTile, make_decoder
@@ -203,21 +204,35 @@ class Predictor:
         outcome = model.predict_batch(prepared.array[None])[0]
         return model.tile_prediction(outcome, include_embedding, prepared.input)
 
-    def predict_scene(self, data: bytes, modality: str | None = None) -> ScenePrediction:
-        """Answer a scene: its summary, every predicted window and every skipped one."""
-        model, run = self._run_scene(data, modality)
+    def predict_scene(
+        self, data: bytes, modality: str | None = None, units: str | None = None
+    ) -> ScenePrediction:
+        """Answer a scene: its summary, every predicted window and every skipped one.
+
+        ``units`` declares a two-band VV/VH scene's units (None: told once for the scene).
+        """
+        model, run = self._run_scene(data, modality, units)
         return summarise_scene(model, run)
 
-    def predict_scene_map(self, data: bytes, modality: str | None = None) -> bytes:
+    def predict_scene_map(
+        self, data: bytes, modality: str | None = None, units: str | None = None
+    ) -> bytes:
         """Answer a scene as a GeoTIFF map (bands vegetation_pct, ood_p_value, unreliable)."""
-        return write_scene_map(*self._run_scene(data, modality))
+        return write_scene_map(*self._run_scene(data, modality, units))
 
-    def _run_scene(self, data: bytes, modality: str | None) -> tuple[ServedModel, SceneRun]:
+    def _run_scene(
+        self, data: bytes, modality: str | None, units: str | None
+    ) -> tuple[ServedModel, SceneRun]:
         if modality is not None:
             self.model_for(modality)
         limits = self.limits
         request = SceneRequest(
-            data, modality, self.specs, limits.scene_max_pixels, limits.scene_max_windows
+            data,
+            modality,
+            self.specs,
+            limits.scene_max_pixels,
+            limits.scene_max_windows,
+            check_units(units),
         )
         with self.decoder.open_scene(request) as stream:
             model = self.model_for(stream.header.modality)

@@ -54,6 +54,8 @@ class SceneRun:
     grid_transform: Affine
     crs: str
     tile_px: int
+    units: str
+    units_source: str
 
 
 def run_scene(model: ServedModel, stream: SceneStream, batch_size: int) -> SceneRun:
@@ -109,6 +111,8 @@ def run_scene(model: ServedModel, stream: SceneStream, batch_size: int) -> Scene
         grid_transform=Affine(*header.grid_transform),
         crs=header.crs,
         tile_px=header.tile_px,
+        units=header.units,
+        units_source=header.units_source,
     )
 
 
@@ -128,6 +132,8 @@ def summarise_scene(model: ServedModel, run: SceneRun) -> ScenePrediction:
         unreliable_tile_share=float(unreliable.mean()),
         skipped_tile_count=len(run.skipped),
         skipped_by_reason=dict(Counter(reason_kind(w.reason or "") for w in run.skipped)),
+        units=run.units,
+        units_source=run.units_source,
         ood=SceneOODResult(
             swd_by_region=set_ood.swd_by_region,
             nearest_region=set_ood.nearest_region,

@@ -205,6 +205,11 @@ class SceneSummary(_Response):
         description="Skipped windows counted by the kind of reason (e.g. 'too little valid "
         "data', 'sigma0 does not look like dB')."
     )
+    units: str = Field(
+        description="What every window's values were read as: db, power, amplitude or coherence "
+        "(a two-band VV/VH scene's units are declared or told once for the whole scene)."
+    )
+    units_source: str = Field(description="layout (fixed by it), detected or declared.")
     ood: SceneOODResult
     grid: SceneGrid
 

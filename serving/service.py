@@ -87,8 +87,8 @@ UnitsOption = Annotated[
 
 UPLOAD_ROUTES = {
     "/predict": frozenset({"modality", "include_embedding", "units"}),
-    "/predict_scene": frozenset({"modality"}),
-    "/predict_scene_map": frozenset({"modality"}),
+    "/predict_scene": frozenset({"modality", "units"}),
+    "/predict_scene_map": frozenset({"modality", "units"}),
 }
 CARD_NOTES = (
     "unreliable = p_value < ood.alpha: on in-distribution tiles (exchangeable with the "
@@ -250,12 +250,14 @@ class SarVeg:
         ctx: bentoml.Context,
         tile: TileFile = None,
         modality: ModalityOption = None,
+        units: UnitsOption = None,
     ) -> ScenePrediction:
         """Predict a scene GeoTIFF larger than a tile, cut into the bundle's tile footprint.
 
         Returns a summary (tile count, vegetation mean and quantiles, share of unreliable tiles,
-        scene-level SWD to each reference region, nearest region, scene verdict) and every tile
-        with its bounds.
+        the units read, scene-level SWD to each reference region, nearest region, scene
+        verdict) and every tile with its bounds. A two-band VV/VH scene's ``units`` are told
+        once for the whole scene when not given.
         """
         try:
             upload = _upload(ctx)
@@ -263,6 +265,7 @@ class SarVeg:
                 self.predictor.predict_scene,
                 upload.data,
                 upload.modality,
+                upload.units,
                 limiter=self.scene_limiter,
             )
         except TileError as error:
@@ -274,11 +277,12 @@ class SarVeg:
         ctx: bentoml.Context,
         tile: TileFile = None,
         modality: ModalityOption = None,
+        units: UnitsOption = None,
     ) -> Annotated[Path, ContentType("image/tiff")]:
         """Predict a scene and return a GeoTIFF map on the tile grid.
 
         One pixel per tile, in the scene's CRS; bands vegetation_pct, ood_p_value, unreliable
-        (float32, NaN where no tile was predicted).
+        (float32, NaN where no tile was predicted). ``units`` as for ``/predict_scene``.
         """
         try:
             upload = _upload(ctx)
@@ -286,6 +290,7 @@ class SarVeg:
                 self.predictor.predict_scene_map,
                 upload.data,
                 upload.modality,
+                upload.units,
                 limiter=self.scene_limiter,
             )
         except TileError as error:

@@ -46,3 +46,49 @@ def test_scene_errors(tmp_path: Path) -> None:
         pass
     with pytest.raises(TileError, match="scene too large"), open_scene(path, 24, max_pixels=10):
         pass
+
+
+def farmland_and_town_db(side: int = 24) -> np.ndarray:
+    """(2, side, 4 side) VV/VH dB: three farmland windows, then a bright built-up one."""
+    rng = np.random.default_rng(3)
+    db = np.empty((2, side, 4 * side), np.float32)
+    for band, (land, bright) in enumerate(((-10.0, -1.0), (-17.0, -4.0))):
+        db[band, :, : 3 * side] = land + rng.normal(0.0, 1.0, (side, 3 * side))
+        db[band, :, 3 * side :] = bright + rng.normal(0.0, 1.0, (side, side))
+    return db
+
+
+def test_two_band_scene_units_are_told_once_for_the_whole_scene(tmp_path: Path) -> None:
+    db = farmland_and_town_db()
+    power = (10.0 ** (db / 10.0)).astype(np.float32)
+    path = write_geotiff(tmp_path / "power.tif", power, ["VV", "VH"])
+    # Alone, the bright window reads as amplitude: deciding window by window would mis-scale it.
+    alone = write_geotiff(
+        tmp_path / "bright.tif", np.ascontiguousarray(power[:, :, 72:]), ["VV", "VH"]
+    )
+    assert read_tile(alone).input.units == "amplitude"
+    with open_scene(path, tile_px=24) as scene:
+        assert (scene.units, scene.units_source) == ("power", "detected")
+        for col in range(4):
+            window = scene.read_tile(0, col).tile.array  # (12, 24, 24): VV, VH, VV - VH x 4
+            expected = db[:, :, 24 * col : 24 * (col + 1)]
+            np.testing.assert_allclose(window[0], expected[0], atol=1e-4)
+            np.testing.assert_allclose(window[4], expected[1], atol=1e-4)
+            np.testing.assert_allclose(window[8], expected[0] - expected[1], atol=1e-4)
+    with open_scene(path, tile_px=24, units="amplitude") as scene:
+        assert (scene.units, scene.units_source) == ("amplitude", "declared")
+        np.testing.assert_allclose(
+            scene.read_tile(0, 0).tile.array[0], 2 * db[0, :, :24], atol=1e-3
+        )
+
+
+def test_units_apply_to_two_band_scenes_only(tmp_path: Path) -> None:
+    path = write_geotiff(tmp_path / "s.tif", s1grd_db(side=48), bands.S1GRD_RAW_BANDS)
+    refused = pytest.raises(TileError, match="units=power applies to two-band VV/VH")
+    with refused, open_scene(path, tile_px=24, units="power"):
+        pass
+    unknown = pytest.raises(TileError, match="unknown units 'decibel'")
+    with unknown, open_scene(path, tile_px=24, units="decibel"):
+        pass
+    with open_scene(path, tile_px=24, units="db") as scene:
+        assert (scene.units, scene.units_source) == ("db", "layout")

@@ -8,6 +8,7 @@ import re
 import shutil
 import subprocess
 import sys
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -82,22 +83,28 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     out["huge"] = d / "huge.tif"
     scene = s1grd_db(side=100, seed=4)[:, :60, :100].copy()
     scene[:, :, 70:] = 0.0  # masked: grid columns 3 and 4 have no data
+    out["scene"] = write_scene(d / "scene.tif", scene, bands.S1GRD_RAW_BANDS)
+    return out
+
+
+def write_scene(path: Path, data: np.ndarray, names: Sequence[str]) -> Path:
+    """A (C, H, W) float32 scene in UTM 33N at 20 m pixels, bands described by ``names``."""
+    count, height, width = data.shape
     with rasterio.open(
-        d / "scene.tif",
+        path,
         "w",
         driver="GTiff",
-        width=100,
-        height=60,
-        count=16,
+        width=width,
+        height=height,
+        count=count,
         dtype="float32",
         crs="EPSG:32633",
         transform=Affine(20.0, 0.0, 400_000.0, 0.0, -20.0, 4_800_000.0),
     ) as dst:
-        dst.write(scene)
-        for i, name in enumerate(bands.S1GRD_RAW_BANDS, start=1):
+        dst.write(data.astype(np.float32))
+        for i, name in enumerate(names, start=1):
             dst.set_band_description(i, name)
-    out["scene"] = d / "scene.tif"
-    return out
+    return path
 
 
 def post_file(url: str, path: Path, **data: str) -> requests.Response:
@@ -204,6 +211,40 @@ def test_predict_scene_map(server: str, files: dict[str, Path]) -> None:
     assert np.isfinite(grid[:, :, :3]).all() and np.isnan(grid[:, :, 3:]).all()
     assert ((grid[0, :, :3] >= 0) & (grid[0, :, :3] <= 100)).all()
     assert set(np.unique(grid[2, :, :3])) <= {0.0, 1.0}
+
+
+def test_two_band_scene_units_are_detected_once_or_declared(
+    server: str, files: dict[str, Path], tmp_path: Path
+) -> None:
+    rng = np.random.default_rng(5)
+    vv = rng.normal(-10.0, 1.0, (60, 100))
+    db = np.stack([vv, vv - 7.0 + rng.normal(0.0, 0.5, vv.shape)])  # (2, 60, 100)
+    scenes = {
+        units: write_scene(tmp_path / f"{units}.tif", values, ["VV", "VH"])
+        for units, values in (("db", db), ("power", 10.0 ** (db / 10.0)))
+    }
+    answers = {
+        "db": post_file(f"{server}/predict_scene", scenes["db"]),
+        "detected": post_file(f"{server}/predict_scene", scenes["power"]),
+        "declared": post_file(f"{server}/predict_scene", scenes["power"], units="power"),
+    }
+    summaries = {}
+    for name, response in answers.items():
+        assert response.status_code == 200, (name, response.text[:300])
+        summaries[name] = response.json()["summary"]
+    assert (summaries["db"]["units"], summaries["db"]["units_source"]) == ("db", "detected")
+    assert (summaries["detected"]["units"], summaries["detected"]["units_source"]) == (
+        "power",
+        "detected",
+    )
+    assert summaries["declared"]["units_source"] == "declared"
+    means = [summary["vegetation_pct"]["mean"] for summary in summaries.values()]
+    assert means == pytest.approx([means[0]] * 3, abs=1e-3)  # the same scene in every unit
+    mapped = post_file(f"{server}/predict_scene_map", scenes["power"], units="power")
+    assert mapped.status_code == 200, mapped.text[:300]
+    wrong = post_file(f"{server}/predict_scene", files["scene"], units="power")
+    assert wrong.status_code == 400
+    assert "units=power applies to two-band VV/VH files" in wrong.json()["error"]
 
 
 def test_model_card_get_and_post(server: str) -> None:

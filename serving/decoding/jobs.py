@@ -135,6 +135,7 @@ class SceneRequest:
         specs: the served modalities.
         max_pixels: header budget (height x width).
         max_windows: most windows in the scene's grid.
+        units: declared units of a two-band VV/VH scene (None: told once for the scene).
     """
 
     data: bytes | InBuffer
@@ -142,6 +143,7 @@ class SceneRequest:
     specs: Specs
     max_pixels: int
     max_windows: int = MAX_SCENE_TILES
+    units: str | None = None
 
 
 def prepare_tile(request: TileRequest) -> PreparedTile:
@@ -193,6 +195,8 @@ class SceneHeader:
         grid_transform: affine ``(a, b, c, d, e, f)`` of a raster with one pixel per window.
         crs: the scene's CRS as text, "" if none.
         tile_px: window side in scene pixels.
+        units: what the values were read as (``db``, ``power``, ``amplitude``, ``coherence``).
+        units_source: ``layout`` (fixed by it), ``detected`` or ``declared``.
     """
 
     modality: str
@@ -200,6 +204,8 @@ class SceneHeader:
     grid_transform: tuple[float, float, float, float, float, float]
     crs: str
     tile_px: int
+    units: str
+    units_source: str
 
 
 @dataclass(frozen=True)
@@ -256,7 +262,12 @@ class SceneSession:
         footprints = {name: spec.footprint_m for name, spec in specs.items()}
         scene: Scene = self._stack.enter_context(
             open_scene(
-                data, tile_px, modality=modality, max_pixels=max_pixels, footprint_m=footprints
+                data,
+                tile_px,
+                modality=modality,
+                max_pixels=max_pixels,
+                footprint_m=footprints,
+                units=request.units,
             )
         )
         rows, cols = scene.grid_shape
@@ -275,6 +286,8 @@ class SceneSession:
             grid_transform=tuple(scene.grid_transform)[:6],  # type: ignore[arg-type]
             crs=crs_text(scene.crs),
             tile_px=scene.tile_px,
+            units=scene.units,
+            units_source=scene.units_source,
         )
 
     def next_batch(self, size: int) -> WindowBatch | None:
