@@ -129,6 +129,15 @@ def labelled_rows(cache: TileCache, rows: np.ndarray) -> np.ndarray:
     return rows[np.isfinite(cache.vegetation_pct[rows])]
 
 
+def used_tiles(recorded: dict[str, list[list[str]]]) -> set[tuple[str, str]]:
+    """``(region, identifier)`` of every tile a fine-tuning run fitted, stopped or calibrated on."""
+    return {
+        (region, identifier)
+        for key in ("labelled", "early_stopping", "calibration")
+        for region, identifier in recorded[key]
+    }
+
+
 def reference_candidates(
     cache: TileCache, region: str, used: set[tuple[str, str]], held_split: str | None = None
 ) -> np.ndarray:
@@ -387,11 +396,7 @@ def write_bundle(
     if settings.ood_data is not None:
         require_independent(data_dir, Path(settings.ood_data))
     region_caches = {r: ft_cache if r == region_ft else cache_of([r], None) for r in test_rows}
-    fitted = {
-        tuple(pair)
-        for key in ("labelled", "early_stopping", "calibration")
-        for pair in ckpt["tiles"][key]
-    }
+    fitted = used_tiles(ckpt["tiles"])
     candidates = {
         r: reference_candidates(
             cache,

@@ -23,6 +23,7 @@ from training.export import (
     labelled_rows,
     lookup_rows,
     reference_candidates,
+    used_tiles,
 )
 from training.label_budget import region_rng, split_holdout
 
@@ -179,11 +180,7 @@ def gather_old_region(
     missing = [r for r in regions if r not in test_rows]
     if missing:
         raise ValueError(f"expected labelled test tiles of {missing} in {old_data}, found none")
-    used = {
-        tuple(pair)
-        for key in ("labelled", "early_stopping", "calibration")
-        for pair in recorded[key]
-    }
+    used = used_tiles(recorded)
     evaluation_positions = {}
     for region in regions:
         rows = test_rows[region]
