@@ -148,6 +148,27 @@ def test_rerun_reuses_the_finished_fine_tune(loop, tmp_path) -> None:
     assert manifest.files[WEIGHTS_FILE] == first
 
 
+def test_an_adapted_bundle_adapts_again(loop, tmp_path) -> None:
+    # A second round over the same region, from the adapted bundle's own weights: its old region
+    # (conus) is looked up in --old-data; the first round's region is the new one again.
+    out = tmp_path / "round-two"
+    manifest = adapt(
+        loop["adapted"],
+        loop["new"],
+        loop["labels"],
+        out,
+        FAST,
+        old_data=loop["data"],
+        progress=False,
+    )
+    assert manifest.ood.in_distribution_regions == ["conus", NEW_REGION]
+    assert manifest.provenance.config["adapt"]["parent"]["name"] == loop["adapted"].name
+    rebuilt = load_bundle_weights(out)
+    assert rebuilt.checkpoint["config"]["data"]["regions"] == ["conus", NEW_REGION]
+    scorer = OODScorer.from_bundle(load_bundle(out))
+    assert list(scorer.regions) == load_bundle(loop["adapted"]).manifest.ood.reference_regions
+
+
 def test_labels_of_tiles_not_in_the_data_are_refused(loop, tmp_path) -> None:
     labels = tmp_path / "labels.csv"
     rows = list(csv.DictReader(loop["labels"].open()))
