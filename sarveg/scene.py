@@ -211,13 +211,6 @@ def open_scene(
             raise TileError("scene must be a GeoTIFF: expected TIFF data, found NetCDF")
         check_header(dataset, max_pixels, "scene")
         layout = identify_layout(dataset)
-        units_source = "layout"
-        if layout.name == "s1grd-2band":
-            units_source = "declared" if units is not None else "detected"
-            units = units or detect_scene_units(dataset, layout)
-        else:
-            check_fixed_units(layout, units)
-            units = fixed_units(layout)
         if modality is not None and layout.modality != modality:
             raise TileError(f"expected a {modality} scene, found {layout.modality} bands")
         if isinstance(tile_px, Mapping):
@@ -235,6 +228,14 @@ def open_scene(
                 f"scene too small: expected at least {max(MIN_SIDE_PX, tile_px // 2)} pixels a "
                 f"side (tiles are {tile_px} px), found {h} x {w}"
             )
+        # Last, after the header-only checks: telling the units reads (decimated) pixels.
+        units_source = "layout"
+        if layout.name == "s1grd-2band":
+            units_source = "declared" if units is not None else "detected"
+            units = units or detect_scene_units(dataset, layout)
+        else:
+            check_fixed_units(layout, units)
+            units = fixed_units(layout)
         yield Scene(
             dataset=dataset, layout=layout, tile_px=tile_px, units=units, units_source=units_source
         )
