@@ -30,6 +30,7 @@ from serving.scenes import MAP_BANDS
 from testkit.bundles import SOURCE_TILE_PX, build_bundles
 from testkit.tiles import coherence_x100, s1grd_db, write_geotiff, write_gssic_netcdf4
 from tests.test_predictor import crashing_netcdf, utm_scene
+from tests.test_scene import farmland_and_town_db
 from tests.test_serving_no_torch import run_blocked
 
 N_SIM_TILES = 20
@@ -222,6 +223,59 @@ def test_mosaic_windows_get_the_tile_checks(
     scene = predictor.predict_scene(path.read_bytes())
     assert {(t.row, t.col) for t in scene.tiles} == {(0, 0), (1, 0)}
     assert [s.reason for s in scene.skipped] == [r["reason"] for r in skipped]
+
+
+def test_two_band_units_are_told_once_per_mosaic_or_declared(
+    s1grd_model: Path, gssic_model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db = farmland_and_town_db()  # (2, 24, 96): three farmland windows, a bright built-up one
+    power = (10.0 ** (db / 10.0)).astype(np.float32)
+    db_scene = write_geotiff(tmp_path / "db.tif", db, ["VV", "VH"])
+    power_scene = write_geotiff(tmp_path / "power.tif", power, ["VV", "VH"])
+
+    def vegetation(out: Path) -> list[float]:
+        rows = pq.read_table(out / "tiles.parquet").to_pylist()
+        return [r["vegetation_pct"] for r in sorted(rows, key=lambda r: r["identifier"])]
+
+    runs = {
+        "db": [db_scene],
+        "detected": [power_scene],
+        "declared": [power_scene, "--units", "power"],
+    }
+    for name, args in runs.items():
+        assert predict(*args, "--model", s1grd_model, "--out", tmp_path / name) == 0
+    expected = vegetation(tmp_path / "db")
+    assert len(expected) == 4
+    for name, units in (("detected", ("power", "detected")), ("declared", ("power", "declared"))):
+        summary = read_summary(tmp_path / name)
+        assert (summary["input"]["units"], summary["input"]["units_source"]) == units
+        np.testing.assert_allclose(vegetation(tmp_path / name), expected, atol=1e-3)
+    # The same results again in another unit are another run, not a resume.
+    again = [power_scene, "--model", s1grd_model, "--out", tmp_path / "detected"]
+    assert predict(*again, "--units", "amplitude") == 2
+    assert "holds results of another run" in capsys.readouterr().err
+
+    # A folder: the bright tile alone reads as amplitude unless the units are declared.
+    folder = tmp_path / "tiles"
+    folder.mkdir()
+    for col in range(4):
+        window = np.ascontiguousarray(power[:, :, 24 * col : 24 * (col + 1)])
+        write_geotiff(folder / f"t{col}.tif", window, ["VV", "VH"])
+    assert predict(folder, "--model", s1grd_model, "--out", tmp_path / "per-tile") == 0
+    assert read_summary(tmp_path / "per-tile")["input"]["units_source"] == "per tile"
+    per_tile = vegetation(tmp_path / "per-tile")
+    np.testing.assert_allclose(per_tile[:3], expected[:3], atol=1e-3)
+    assert abs(per_tile[3] - expected[3]) > 1e-3
+    declared = [folder, "--model", s1grd_model, "--out", tmp_path / "folder-power"]
+    assert predict(*declared, "--units", "power") == 0
+    np.testing.assert_allclose(vegetation(tmp_path / "folder-power"), expected, atol=1e-3)
+
+    refused = [db_scene, "--model", gssic_model, "--out", tmp_path / "gssic", "--units", "db"]
+    assert predict(*refused) == 2
+    assert "--units applies to two-band VV/VH input of an S1GRD model" in capsys.readouterr().err
+    twelve = utm_scene(tmp_path / "twelve.tif", 48, 48)
+    assert predict(twelve, "--model", s1grd_model, "--out", tmp_path / "o", "--units", "power") == 2
+    assert "units=power applies to two-band VV/VH files" in capsys.readouterr().err
 
 
 def test_unreadable_tiles_are_listed_never_fatal(gssic_model: Path, tmp_path: Path) -> None:

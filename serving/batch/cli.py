@@ -59,6 +59,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--overwrite", action="store_true", help="discard earlier results in OUT_DIR"
     )
+    parser.add_argument(
+        "--units",
+        choices=("db", "power", "amplitude"),
+        default=None,
+        help="units of two-band VV/VH input (default: told once per mosaic, per tile in a folder)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser
 
@@ -85,6 +91,11 @@ def main(argv: list[str]) -> int:
         engine = LocalEngine()
     try:
         bundle = load_bundle(args.model)
+        if args.units is not None and bundle.manifest.modality != "s1grd":
+            raise ValueError(
+                f"--units applies to two-band VV/VH input of an S1GRD model: expected none for "
+                f"the {bundle.manifest.modality} model {args.model}, found --units {args.units}"
+            )
         job = BatchJob(
             bundle=bundle,
             batch_size=args.batch_size,
@@ -100,6 +111,7 @@ def main(argv: list[str]) -> int:
             job.tile_px,
             exclude=out_dir,
             footprint_m=job.bundle.manifest.footprint_m,
+            units=args.units,
         )
         report = run_batch(
             batch_input,

@@ -28,6 +28,7 @@ from rasterio.crs import CRS
 from rasterio.errors import RasterioError
 
 from sarveg.dataset import find_partitions, index_dataset
+from sarveg.dual_pol import check_units
 from sarveg.errors import TileError
 from sarveg.scene import open_scene
 
@@ -90,6 +91,10 @@ class BatchInput:
         files: tile sources of a folder, sorted by identifier (empty for a mosaic).
         grid: the window grid of a mosaic (None for a folder).
         notes: what listing the input skipped (e.g. geetiles chips without a tile file).
+        units: how two-band VV/VH values are read: declared by the user, or told once for a
+            whole mosaic; None: told tile by tile (or fixed by the bands' layout).
+        units_source: ``"declared"``, ``"detected"`` (once for the mosaic), ``"layout"`` or
+            ``"per tile"``.
     """
 
     path: Path
@@ -99,6 +104,8 @@ class BatchInput:
     files: tuple[TileSource, ...] = ()
     grid: MosaicGrid | None = None
     notes: tuple[str, ...] = ()
+    units: str | None = None
+    units_source: str = "per tile"
 
     @property
     def n_sources(self) -> int:
@@ -127,6 +134,7 @@ def discover_input(
     tile_px: int,
     exclude: Path | None = None,
     footprint_m: float | None = None,
+    units: str | None = None,
 ) -> BatchInput:
     """Find the tiles of a batch input.
 
@@ -137,15 +145,27 @@ def discover_input(
         exclude: a folder whose files are never inputs (the output folder, if inside).
         footprint_m: the bundle's training footprint: mosaic windows then cover that many
             metres (see :func:`sarveg.scene.open_scene`).
+        units: ``"db"``, ``"power"`` or ``"amplitude"`` of two-band VV/VH input; None tells
+            them once for a mosaic, or tile by tile for a folder.
 
     Raises:
-        TileError: nothing to read at ``path``, or a mosaic ``open_scene`` refuses.
+        TileError: nothing to read at ``path``, a mosaic ``open_scene`` refuses, or units
+            that are unknown or that a mosaic's layout fixes otherwise.
     """
+    units = check_units(units)
     path = Path(path).expanduser().resolve()
     if path.is_file():
-        with open_scene(path, tile_px, modality=modality, footprint_m=footprint_m) as scene:
+        with open_scene(
+            path, tile_px, modality=modality, footprint_m=footprint_m, units=units
+        ) as scene:
             grid = MosaicGrid(scene.grid_shape, scene.grid_transform, scene.crs, scene.tile_px)
-        return BatchInput(path, "mosaic", modality, _is_synthetic(path, path), grid=grid)
+            # Every window is then read with the units told here, whatever its own content.
+            told = scene.units if scene.units_source != "layout" else None
+            source = scene.units_source
+        synthetic = _is_synthetic(path, path)
+        return BatchInput(
+            path, "mosaic", modality, synthetic, grid=grid, units=told, units_source=source
+        )
     if not path.is_dir():
         raise TileError(f"expected a folder of tiles or a GeoTIFF mosaic, found nothing at {path}")
     notes: tuple[str, ...] = ()
@@ -170,7 +190,16 @@ def discover_input(
             "files, found none"
         )
     synthetic = _is_synthetic(path, Path(files[0].path))
-    return BatchInput(path, kind, modality, synthetic, files, notes=notes)
+    return BatchInput(
+        path,
+        kind,
+        modality,
+        synthetic,
+        files,
+        notes=notes,
+        units=units,
+        units_source="declared" if units is not None else "per tile",
+    )
 
 
 def _identifier(source: TileSource) -> str:

@@ -109,6 +109,7 @@ def run_identity(batch_input: BatchInput, bundle: Bundle) -> dict[str, Any]:
         "model": manifest.name,
         "model_sha256": manifest.files[MODEL_FILE],
         "source_tile_px": manifest.source_tile_px,
+        "units": batch_input.units,
     }
 
 
@@ -369,6 +370,8 @@ def finalise(
             "tiles": batch_input.n_sources,
             "crs": crs.to_string() if crs is not None else None,
             "notes": list(batch_input.notes),
+            "units": batch_input.units,
+            "units_source": batch_input.units_source,
         },
         "model": {
             "name": manifest.name,

@@ -26,7 +26,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Protocol, TypeVar
 
@@ -75,6 +75,8 @@ class BatchJob:
         intra_op_threads: ONNX Runtime threads per session (None: the usable cores).
         providers: ONNX Runtime providers (None: CUDA if usable, else CPU).
         decode_workers: decoding threads of the local engine.
+        units: units every two-band VV/VH tile or window is read as (None: told per tile);
+            :func:`run_batch` sets them from the input.
     """
 
     bundle: Bundle
@@ -82,6 +84,7 @@ class BatchJob:
     intra_op_threads: int | None = None
     providers: list[str] | None = None
     decode_workers: int | None = None
+    units: str | None = None
 
     @property
     def modality(self) -> str:
@@ -146,10 +149,15 @@ class UnitDecoder:
     GeoTIFFs are read in the calling thread; NetCDF files in a decoding child per thread
     (:class:`serving.decoding.DecoderPool`), because a damaged one can crash GDAL.
     Thread-safe.
+
+    Args:
+        model: the served model.
+        units: units of two-band VV/VH tiles and windows (None: told per tile, or per scene).
     """
 
-    def __init__(self, model: ServedModel) -> None:
+    def __init__(self, model: ServedModel, units: str | None = None) -> None:
         self.model = model
+        self.units = units
         self.modality = model.manifest.modality
         self.tile_px = model.manifest.source_tile_px
         self.specs = {
@@ -182,7 +190,9 @@ class UnitDecoder:
         """Decode one tile file (the service's rule: NetCDF by content goes to the child)."""
         with open(path, "rb") as handle:
             data = handle.read()
-        request = TileRequest(data, self.modality, self.specs, self.limits.tile_max_pixels)
+        request = TileRequest(
+            data, self.modality, self.specs, self.limits.tile_max_pixels, units=self.units
+        )
         if sniff_format(data[:8]) == "netcdf":
             return self._sandbox().prepare_tile(request)
         return prepare_tile(request)
@@ -220,7 +230,11 @@ class UnitDecoder:
         try:
             footprint = self.model.manifest.footprint_m
             with open_scene(
-                sources[0].path, self.tile_px, modality=self.modality, footprint_m=footprint
+                sources[0].path,
+                self.tile_px,
+                modality=self.modality,
+                footprint_m=footprint,
+                units=self.units,
             ) as scene:
                 for source, slot in zip(sources, slots, strict=True):
                     _guard(
@@ -326,7 +340,7 @@ class LocalEngine:
         workers = job.decode_workers or usable_cores()
         unit_bytes = job.batch_size * len(manifest.band_names) * manifest.input_size**2 * 4
         prefetch = int(np.clip(PREFETCH_BYTES // max(unit_bytes, 1), 1, 2 * workers))
-        decoder = UnitDecoder(model)
+        decoder = UnitDecoder(model, job.units)
         decode_pool = ThreadPoolExecutor(workers, thread_name_prefix="decode")
         write_pool = ThreadPoolExecutor(1, thread_name_prefix="write")
         pending: deque[Future[DecodedUnit]] = deque()
@@ -392,6 +406,8 @@ def run_batch(
     """
     started = time.perf_counter()
     out_dir = Path(out_dir)
+    # The input's units (declared, or told once for a whole mosaic) hold for every unit.
+    job = replace(job, units=batch_input.units)
     prepare_out_dir(out_dir, batch_input, job.bundle, overwrite)
     store = PartStore(out_dir)
     done = store.done_identifiers()

@@ -51,11 +51,18 @@ class UnitPredictor:
         bundle_dir: the model bundle directory (verified again on the worker).
         intra_op_threads: ONNX Runtime threads of this actor's session.
         providers: ONNX Runtime providers (None: CUDA if usable, else CPU).
+        units: units of two-band VV/VH tiles and windows (None: told per tile or scene).
     """
 
-    def __init__(self, bundle_dir: str, intra_op_threads: int, providers: list[str] | None) -> None:
+    def __init__(
+        self,
+        bundle_dir: str,
+        intra_op_threads: int,
+        providers: list[str] | None,
+        units: str | None = None,
+    ) -> None:
         self.model = load_served_model(load_bundle(bundle_dir), intra_op_threads, providers)
-        self.decoder = UnitDecoder(self.model)
+        self.decoder = UnitDecoder(self.model, units)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> Columns:
         """Decode and predict each unit of ``batch`` (a ``unit`` column of JSON source lists)."""
@@ -148,6 +155,7 @@ class RayEngine:
                     "bundle_dir": str(job.bundle.directory),
                     "intra_op_threads": self.threads_per_actor,
                     "providers": job.providers,
+                    "units": job.units,
                 },
             )
             for batch in predicted.iter_batches(batch_size=None, batch_format="numpy"):
