@@ -253,7 +253,7 @@ def test_two_band_units_are_told_once_per_mosaic_or_declared(
     # The same results again in another unit are another run, not a resume.
     again = [power_scene, "--model", s1grd_model, "--out", tmp_path / "detected"]
     assert predict(*again, "--units", "amplitude") == 2
-    assert "holds results of another run" in capsys.readouterr().err
+    assert "another run: expected units amplitude (found power)" in capsys.readouterr().err
 
     # A folder: the bright tile alone reads as amplitude unless the units are declared.
     folder = tmp_path / "tiles"

@@ -130,10 +130,14 @@ def prepare_out_dir(
         except ValueError:
             found = {}
         if found != identity:
+            differ = ", ".join(
+                f"{key} {identity[key]} (found {found.get(key)})"
+                for key in identity
+                if found.get(key) != identity[key]
+            )
             raise TileError(
-                f"{out_dir} holds results of another run: expected input {identity['input']} "
-                f"with model {identity['model']}, found input {found.get('input')} with model "
-                f"{found.get('model')} (use another --out, or --overwrite to discard them)"
+                f"{out_dir} holds results of another run: expected {differ} "
+                "(use another --out, or --overwrite to discard them)"
             )
     if overwrite:
         shutil.rmtree(out_dir / PARTS_DIR, ignore_errors=True)
