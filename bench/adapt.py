@@ -13,8 +13,9 @@ weights) and the benchmark it was fine-tuned on (``--old-data``, seed 0):
    tiles (seed 12: never used to fit, select or calibrate anything);
 2. runs ``sarveg predict`` over the pool with the packaged bundle (its unreliable share is the
    "before" of a fresh run);
-3. for each K and seed, chooses K pool tiles with ``sarveg select`` (``selected``, k-means seed =
-   the seed) or uniformly at random (``random``), takes their simulated labels (the "labelling"),
+3. for each K and seed, chooses K pool tiles with ``sarveg select`` (``selected``, its random
+   features seeded with the seed) or uniformly at random (``random``), takes their simulated
+   labels (the "labelling"),
    and runs ``sarveg adapt`` with ``--old-data`` and the independent folder as ``--ood-data``;
 4. reads from the adapted bundle's manifest, on the independent tiles: south_america RMSE, the
    unreliable share of south_america tiles before and after (= the false-flag rate after, since

@@ -77,6 +77,7 @@ def test_select_writes_distinct_tiles_of_the_run_as_csv_geojson_and_png(loop) ->
     known = {r.identifier for r in index_dataset(loop["new"], "s1grd")}
     assert set(identifiers) <= known
     assert all(r["vegetation_pct"] == "" for r in rows)  # left for the labels
+    assert all(int(r["represents"]) >= 1 for r in rows)  # each stands for itself at least
     assert all(-180 <= float(r["lon"]) <= 180 and -90 <= float(r["lat"]) <= 90 for r in rows)
     collection = json.loads(loop["selected"].with_suffix(".geojson").read_text())
     assert collection["synthetic"] is True

@@ -3,13 +3,15 @@
     sarveg select RUN_DIR --budget K --out labels_to_collect.csv
 
 Reads the run's part files (each predicted tile's embedding, bounds and OOD flag), chooses ``K``
-tiles with :func:`sarveg.label_selection.select_tiles` (medoids of weighted k-means clusters of
-the embeddings, flagged tiles weighted up, no two near-duplicates) and writes
+tiles with :func:`sarveg.label_selection.select_tiles` (kernel herding: a few tiles whose
+embeddings stand for the run's in proportion, flagged tiles weighted up, no two near-duplicates)
+and writes
 
 - ``OUT.csv``: one row per chosen tile in choice order: ``identifier`` (the chip identifier, the
   tile file's name without suffix: what ``sarveg adapt --labels`` expects), the run's tile key and
   path, bounds in the tile's CRS, centroid in that CRS and in lon/lat, the model's prediction,
-  p-value and flag, the cluster size, and an empty ``vegetation_pct`` column for the label;
+  p-value and flag, how many of the run's tiles it stands for (``represents``: those whose
+  nearest chosen tile it is), and an empty ``vegetation_pct`` column for the label;
 - ``OUT.geojson``: the chosen tiles' footprints (lon/lat) with the same properties;
 - ``OUT.png``: a quick-look of every predicted tile (flagged ones marked) and the chosen ones.
 
@@ -64,7 +66,7 @@ CSV_COLUMNS: tuple[str, ...] = (
     "predicted_pct",
     "p_value",
     "unreliable",
-    "cluster_size",
+    "represents",
     "vegetation_pct",
 )
 
@@ -105,7 +107,7 @@ def selected_rows(table: pa.Table, selection: Selection) -> list[dict[str, Any]]
     lon, lat = lonlat_centroids(table)
     rows = []
     for rank, (position, size) in enumerate(
-        zip(selection.positions, selection.cluster_size, strict=True), start=1
+        zip(selection.positions, selection.represents, strict=True), start=1
     ):
         tile = table.slice(int(position), 1).to_pylist()[0]
         rows.append(
@@ -123,7 +125,7 @@ def selected_rows(table: pa.Table, selection: Selection) -> list[dict[str, Any]]
                 "predicted_pct": tile["vegetation_pct"],
                 "p_value": tile["p_value"],
                 "unreliable": bool(tile["unreliable"]),
-                "cluster_size": int(size),
+                "represents": int(size),
                 "vegetation_pct": "",
             }
         )
@@ -267,7 +269,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--unreliable-weight",
         type=float,
         default=DEFAULT_UNRELIABLE_WEIGHT,
-        help="extra weight of a flagged tile in the clustering (0: ignore the flags)",
+        help="extra weight of a flagged tile in the distribution to stand for (0: no weight)",
     )
     parser.add_argument(
         "--duplicate-fraction",
