@@ -183,6 +183,7 @@ def select_tiles(
         chosen.append(int(candidates[pick]))
         chosen_sum += phi[pick]
         allowed &= squared_distances(x[candidates], x[candidates[pick]][None])[:, 0] >= limit
+        allowed[pick] = False  # even with a zero duplicate distance
     positions = np.asarray(chosen, np.int64)
     nearest = np.argmin(squared_distances(x, x[positions]), axis=1)  # (n,)
     return Selection(

@@ -81,6 +81,7 @@ def test_impossible_requests_are_refused() -> None:
     with pytest.raises(ValueError, match="expected 10 unreliable flags"):
         select_tiles(x, 2, np.zeros(3, bool))
     copies = np.repeat(x[:2], 5, axis=0)  # two distinct tiles, each five times
+    assert len(set(select_tiles(copies, 4, duplicate_distance=0.0).positions.tolist())) == 4
     with pytest.raises(ValueError, match="not near-duplicates, found only 2"):
         select_tiles(copies, 3, duplicate_distance=0.1)
 
