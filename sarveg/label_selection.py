@@ -36,7 +36,7 @@ DEFAULT_UNRELIABLE_WEIGHT = 0.5
 DEFAULT_DUPLICATE_FRACTION = 0.25
 # Random Fourier features: enough that the kernel means of two 50-tile sets compare reliably.
 FEATURES = 1024
-# Candidates kept in memory (FEATURES float32 each); a larger region is subsampled for them, while
+# Candidates kept in memory (FEATURES float64 each); a larger region is subsampled for them, while
 # the target mean is taken over every tile.
 MAX_CANDIDATES = 20_000
 # Rows of a distance or feature block: bounds memory for large regions.
@@ -164,8 +164,10 @@ def select_tiles(
     candidates = np.arange(len(x))
     if len(x) > MAX_CANDIDATES:
         candidates = np.sort(rng.choice(len(x), size=MAX_CANDIDATES, replace=False))
-    phi = features(x[candidates])  # (m, F)
-    phi_norm = np.sum(phi.astype(np.float64) ** 2, axis=1)  # (m,)
+    pool = x[candidates]  # (m, D)
+    # float64 once, so that no step casts the whole block again for its product with residual
+    phi = features(pool).astype(np.float64)  # (m, F)
+    phi_norm = np.sum(phi**2, axis=1)  # (m,)
     allowed = np.ones(len(candidates), bool)
     chosen_sum = np.zeros(FEATURES, np.float64)
     chosen: list[int] = []
@@ -182,7 +184,7 @@ def select_tiles(
         pick = int(np.argmin(np.where(allowed, score, np.inf)))
         chosen.append(int(candidates[pick]))
         chosen_sum += phi[pick]
-        allowed &= squared_distances(x[candidates], x[candidates[pick]][None])[:, 0] >= limit
+        allowed &= squared_distances(pool, pool[pick][None])[:, 0] >= limit
         allowed[pick] = False  # even with a zero duplicate distance
     positions = np.asarray(chosen, np.int64)
     nearest = np.argmin(squared_distances(x, x[positions]), axis=1)  # (n,)
