@@ -25,7 +25,8 @@ weights) and the benchmark it was fine-tuned on (``--old-data``, seed 0):
 Prints the table (mean +/- sd over the seeds), checks the issue's targets and writes
 ``WORK/adapt.csv`` (one row per run) and ``WORK/adapt.png``. Each adaptation fine-tunes for up
 to ``--max-epochs`` epochs; all 36 runs of the default configuration take on the order of an
-hour or two on 2 cores. Finished adaptations are reused on a rerun (their bundles stay in WORK).
+hour or two on 2 cores. Finished adaptations are reused on a rerun (their bundles stay in WORK);
+``--finished-only`` tabulates those already finished and starts none.
 """
 
 from __future__ import annotations
@@ -269,6 +270,11 @@ def main() -> int:
         help="sarveg adapt config override for every run, e.g. rehearsal_tiles=512",
     )
     parser.add_argument("--strategies", default=",".join(STRATEGIES))
+    parser.add_argument(
+        "--finished-only",
+        action="store_true",
+        help="tabulate the adaptations already finished in WORK; start none",
+    )
     args = parser.parse_args()
     ks = [int(k) for k in args.ks.split(",")]
     seeds = [int(s) for s in args.seeds.split(",")]
@@ -283,15 +289,23 @@ def main() -> int:
         model = args.models / f"{modality}-conus"
         parent_conus_rmse[modality] = load_bundle(model).manifest.metrics[OLD_REGION].rmse
         run = args.work / modality / "predict-pool"
+        if args.finished_only and not (run / "summary.json").is_file():
+            continue
         if not (run / "summary.json").is_file():
             predict_main([str(pool), "--model", str(model), "--out", str(run), "--no-progress"])
         folders = {"pool": pool, "eval": evaluation, "model": model, "run": run}
         for k in ks:
             for seed in seeds:
                 for strategy in args.strategies.split(","):
+                    finished = args.work / modality / f"{strategy}-k{k}-seed{seed}" / "bundle"
+                    if args.finished_only and not (finished / "bundle.json").is_file():
+                        continue
                     row = run_one(args, modality, strategy, k, seed, folders)
                     print(json.dumps(row), flush=True)
                     results.append(row)
+    if not results:
+        print(f"no finished adaptation in {args.work}", file=sys.stderr)
+        return 1
     with (args.work / "adapt.csv").open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(results[0]))
         writer.writeheader()
