@@ -187,3 +187,40 @@ def test_a_win_needs_a_margin():
     assert verdict_cell(row | {"rmse_pretrained": 4.20}).startswith("**")
     assert compare_rmse(row | {"rmse_pretrained": 4.90}) == "from scratch better"
     assert compare_rmse(row | {"seeds": 1}) == "one seed: no margin"
+
+
+def split_report(report: Path, modality: str, out: Path) -> Path:
+    """A one-modality report folder cut from the two-modality one (as if run on its own)."""
+    out.mkdir()
+    record = json.loads((report / "report.json").read_text())
+    record["results"] = [r for r in record["results"] if r["modality"] == modality]
+    record["pretrained"] = {modality: record["pretrained"][modality]}
+    (out / "report.json").write_text(json.dumps(record))
+    for file in [*report.glob(f"*_{modality}.*"), report / "fig6_labels.png"]:
+        (out / file.name).write_bytes(file.read_bytes())
+    return out
+
+
+def test_merge_joins_one_modality_reports_into_one(data, report, tmp_path):
+    parts = [split_report(report, m, tmp_path / m) for m in MODALITIES]
+    merged = tmp_path / "merged"
+    argv = ["--data", str(data), "--out", str(merged), "--config", "report-tiny"]
+    assert report_main([*argv, "--merge", str(parts[0]), "--merge", str(parts[1])]) == 0
+    record = json.loads((merged / "report.json").read_text())
+    assert [r["modality"] for r in record["results"]] == list(MODALITIES)
+    assert sorted(record["targets"]) == sorted(MODALITIES)
+    assert yaml.safe_load((merged / "config.yaml").read_text())["modalities"] == list(MODALITIES)
+    for modality in MODALITIES:
+        assert (merged / f"table2_{modality}.csv").read_bytes() == (
+            report / f"table2_{modality}.csv"
+        ).read_bytes()
+        assert f"tsne_{modality}.png" in (merged / "report.md").read_text()
+    assert (merged / "fig6_labels.png").is_file()
+
+
+def test_merge_refuses_a_modality_twice(data, report, tmp_path, capsys):
+    argv = ["--data", str(data), "--out", str(tmp_path / "merged"), "--config", "report-tiny"]
+    assert report_main([*argv, "--merge", str(report), "--merge", str(report)]) == 2
+    assert "expected each modality in one source report" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        report_main([*argv, "--merge", str(report), "--render-only"])

@@ -4,18 +4,21 @@
         --out REPORT_DIR [--config report-cpu|report-tiny|FILE.yaml] [--runs RUNS_DIR]
         [key=value ...]
     sarveg report --data DIR --out REPORT_DIR --render-only    # rewrite report.md only
+    sarveg report --data DIR --out REPORT_DIR --merge REPORT_A --merge REPORT_B
 
 One ``--pretrained`` run per modality (its modality is read from the checkpoint); modalities
 missing from ``--config``'s list are skipped. Fine-tuning runs go to ``RUNS_DIR`` (default
 ``REPORT_DIR/runs``) and are reused on a rerun, so an interrupted report picks up where it
 stopped. Writes ``REPORT_DIR/report.md``, ``report.json``, the resolved ``config.yaml``, CSV
-tables and PNG figures.
+tables and PNG figures. ``--merge`` joins reports of different modalities (e.g. run one after
+the other) into one: their results, tables and figures, one ``report.md`` and ``config.yaml``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 import time
 from dataclasses import asdict
@@ -118,6 +121,49 @@ def render_report(config: ReportConfig, data_dir: Path, out_dir: Path) -> list[M
     return results
 
 
+def merge_reports(
+    config: ReportConfig, data_dir: Path, sources: list[Path], out_dir: Path
+) -> list[ModalityResult]:
+    """Join reports of different modalities into ``out_dir`` (no training).
+
+    Each source keeps its own figures and tables (files named ``*_{modality}.*``); the label
+    histograms are the first source's (every report draws them from the same data), and so is
+    the protocol config when the first source has its ``config.yaml`` (else ``config``).
+    """
+    if (sources[0] / "config.yaml").is_file():
+        config = load_report_config(str(sources[0] / "config.yaml"), [])
+    results: list[ModalityResult] = []
+    runs: dict[str, Path] = {}
+    seconds = 0.0
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for source in sources:
+        path = source / "report.json"
+        if not path.is_file():
+            raise ValueError(f"expected {path} from an earlier run of the report, found no file")
+        record = json.loads(path.read_text())
+        for row in record["results"]:
+            if row["modality"] in runs:
+                raise ValueError(
+                    f"expected each modality in one source report, found {row['modality']} "
+                    f"again in {source}"
+                )
+            runs[row["modality"]] = Path(record.get("pretrained", {}).get(row["modality"], ""))
+            results.append(ModalityResult(**row))
+            if source.resolve() != out_dir.resolve():
+                for file in source.glob(f"*_{row['modality']}.*"):
+                    shutil.copy2(file, out_dir / file.name)
+        seconds += float(record["seconds"])
+    labels = sources[0] / "fig6_labels.png"
+    if labels.is_file() and sources[0].resolve() != out_dir.resolve():
+        shutil.copy2(labels, out_dir / labels.name)
+    merged = config.model_copy(update={"modalities": [r.modality for r in results]})
+    (out_dir / "config.yaml").write_text(
+        yaml.safe_dump(merged.model_dump(mode="json"), sort_keys=False)
+    )
+    write_outputs(merged, data_dir, runs, out_dir, results, seconds)
+    return results
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The command's argument parser."""
     parser = argparse.ArgumentParser(
@@ -140,6 +186,14 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="rewrite report.md from REPORT_DIR/report.json without running anything",
     )
+    parser.add_argument(
+        "--merge",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="REPORT_DIR",
+        help="join this report (repeat: one per modality) into --out without running anything",
+    )
     parser.add_argument("overrides", nargs="*", help="key=value overrides of the config")
     return parser
 
@@ -148,14 +202,14 @@ def main(argv: list[str]) -> int:
     """Entry point of ``sarveg report``."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    if not args.pretrained and not args.render_only:
-        parser.error("--pretrained is required (one per modality) unless --render-only")
-    if args.pretrained and args.render_only:
-        parser.error("--render-only reads the pre-training runs from report.json")
+    if sum(map(bool, (args.pretrained, args.render_only, args.merge))) != 1:
+        parser.error("expected one of --pretrained (one per modality), --render-only or --merge")
     try:
         config = load_report_config(args.config, args.overrides)
         if args.render_only:
             results = render_report(config, args.data, args.out)
+        elif args.merge:
+            results = merge_reports(config, args.data, args.merge, args.out)
         else:
             for path in args.pretrained:
                 resolve_pretrained(path)
