@@ -24,6 +24,7 @@ import time
 from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import yaml
@@ -109,12 +110,17 @@ def write_outputs(
     (out_dir / "report.json").write_text(json.dumps(record, indent=2, default=float) + "\n")
 
 
-def render_report(config: ReportConfig, data_dir: Path, out_dir: Path) -> list[ModalityResult]:
-    """Rewrite ``report.md`` from ``report.json`` (new wording or target checks, no training)."""
-    path = out_dir / "report.json"
+def read_record(report_dir: Path) -> dict[str, Any]:
+    """The ``report.json`` of an earlier run of the report."""
+    path = report_dir / "report.json"
     if not path.is_file():
         raise ValueError(f"expected {path} from an earlier run of the report, found no file")
-    record = json.loads(path.read_text())
+    return json.loads(path.read_text())
+
+
+def render_report(config: ReportConfig, data_dir: Path, out_dir: Path) -> list[ModalityResult]:
+    """Rewrite ``report.md`` from ``report.json`` (new wording or target checks, no training)."""
+    record = read_record(out_dir)
     results = [ModalityResult(**r) for r in record["results"]]
     runs = {m: Path(p) for m, p in record.get("pretrained", {}).items()}
     write_outputs(config, data_dir, runs, out_dir, results, float(record["seconds"]))
@@ -137,10 +143,7 @@ def merge_reports(
     seconds = 0.0
     out_dir.mkdir(parents=True, exist_ok=True)
     for source in sources:
-        path = source / "report.json"
-        if not path.is_file():
-            raise ValueError(f"expected {path} from an earlier run of the report, found no file")
-        record = json.loads(path.read_text())
+        record = read_record(source)
         for row in record["results"]:
             if row["modality"] in runs:
                 raise ValueError(
