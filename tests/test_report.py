@@ -118,7 +118,9 @@ def test_rerun_reuses_finished_runs(data, pretrained, report, tmp_path):
         "--data",
         str(data),
         "--out",
-        str(report),
+        str(tmp_path / "rerun"),  # the shared report stays as the fixture wrote it
+        "--runs",
+        str(report / "runs"),
         "--config",
         "report-tiny",
         "--no-progress",
