@@ -19,7 +19,9 @@ from serving.batch.select import main as select_main
 from tests.training_runs import finetune_tiny, pretrain_tiny, reference_tiles, simulate_tiny
 from training.adapt import AdaptConfig, adapt, minimum_labels
 from training.adapt import main as adapt_main
+from training.adapt.config import load_adapt_config
 from training.bundle_weights import load_bundle_weights
+from training.config import ConfigError
 from training.export import ExportSettings, build_bundle
 
 BUDGET = 25
@@ -227,3 +229,29 @@ def test_frozen_and_anchored_backbones_stay_near_the_parent(loop, tmp_path) -> N
         else:
             assert 0.0 < drift < 0.5 * free
         assert load_bundle(out).manifest.provenance.config["adapt"]["config"][next(iter(update))]
+
+
+def test_weight_averaging_fits_the_stopping_share_and_runs_every_epoch(loop, tmp_path) -> None:
+    out = tmp_path / "averaged"
+    config = FAST.model_copy(update={"average_last_epochs": 2})
+    manifest = adapt(
+        loop["bundle"],
+        loop["new"],
+        loop["labels"],
+        out,
+        config,
+        old_data=loop["data"],
+        progress=False,
+    )
+    outcome = manifest.provenance.config["adapt"]["finetune"]
+    assert outcome["best_epoch"] is None and outcome["epochs_run"] == FAST.optim.max_epochs
+    tiles = load_bundle_weights(out).checkpoint["tiles"]
+    # No early-stopping tiles from either region: the 15 % share is fitted instead.
+    assert tiles["early_stopping"] == []
+    early = load_bundle_weights(loop["adapted"]).checkpoint["tiles"]
+    new_fitted = [t for t in tiles["labelled"] if t[0] == NEW_REGION]
+    assert len(new_fitted) > len([t for t in early["labelled"] if t[0] == NEW_REGION])
+    assert tiles["calibration"] == early["calibration"]
+    # Refused when the config is read, before any work.
+    with pytest.raises(ConfigError, match=r"average_last_epochs <= optim.max_epochs \(2\)"):
+        load_adapt_config(None, ["optim.max_epochs=2", "average_last_epochs=3"])

@@ -14,9 +14,10 @@ import yaml
 from sarveg.dataset import index_dataset
 from tests.training_runs import finetune_tiny, pretrain_tiny, simulate_tiny
 from training.backbone import load_backbone
+from training.cache import prepare_cache
 from training.config import ConfigError
 from training.evaluate import predict_selection, score_predictions
-from training.finetune import main
+from training.finetune import choose_tiles, fit, main
 from training.finetune_config import FinetuneConfig, load_finetune_config
 from training.label_budget import budget_per_region, sample_label_budget, split_holdout
 from training.regressor import load_finetuned
@@ -179,3 +180,41 @@ def test_cli_reports_bad_budget(data, tmp_path, capsys):
     )
     assert code == 1
     assert "label budget of at most" in capsys.readouterr().err
+
+
+class SnapshotLog:
+    """A run log that also keeps the model's weights at each epoch's end (when fit logs it)."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        self.model, self.rows, self.states = model, [], []
+
+    def write(self, row: dict) -> None:
+        self.rows.append(row)
+        self.states.append({k: v.detach().clone() for k, v in self.model.state_dict().items()})
+
+
+def test_weight_averaging_leaves_the_mean_of_the_last_epochs_loaded(finetuned, data):
+    run, _ = finetuned
+    loaded = load_finetuned(run)
+    config = loaded.checkpoint["config"]
+    config = FinetuneConfig.model_validate(config | {"optim": config["optim"] | {"max_epochs": 3}})
+    cache = prepare_cache(data, "s1grd", 32, ["conus"], None, None, 1, progress=False)
+    tiles = choose_tiles(cache, config)
+    log = SnapshotLog(loaded.model)
+    torch.manual_seed(0)
+    outcome = fit(loaded.model, cache, tiles, config, log, False, average_last=2)
+    # Every epoch runs (no early stop) and no single epoch is "best".
+    assert outcome["best_epoch"] is None and outcome["epochs_run"] == 3
+    assert [row["epoch"] for row in log.rows] == [0, 1, 2]
+    assert math.isfinite(outcome["best_val_rmse"])
+    final = loaded.model.state_dict()
+    moved = 0
+    for key, value in final.items():
+        if value.is_floating_point():
+            expected = (log.states[1][key] + log.states[2][key]) / 2
+            torch.testing.assert_close(value, expected, msg=key)
+            moved += not torch.equal(log.states[1][key], log.states[2][key])
+    assert moved > 0  # the two epochs differ, so the average is neither of them
+    assert not loaded.model.training
+    with pytest.raises(ValueError, match=r"expected average_last <= max_epochs \(3\), found 4"):
+        fit(loaded.model, cache, tiles, config, log, False, average_last=4)

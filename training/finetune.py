@@ -242,6 +242,7 @@ def fit(
     progress: bool,
     init_bias: bool = True,
     anchor_weight: float = 0.0,
+    average_last: int = 0,
 ) -> dict[str, Any]:
     """Train with early stopping; leave the best model loaded, in eval mode.
 
@@ -249,10 +250,19 @@ def fit(
     fine-tuned further (``sarveg adapt``) keeps its own. ``anchor_weight`` > 0 adds L2-SP
     (Li et al. 2018): that weight times the squared distance of the trainable backbone weights to
     their starting values, which holds a model adapted on a few labels near what it knew.
+    ``average_last`` > 0 stops no run early: it trains ``max_epochs`` epochs and leaves the
+    uniform average of the weights at the end of the last ``average_last`` of them loaded
+    (stochastic weight averaging, Izmailov et al. 2018); with a handful of early-stopping tiles
+    the epoch they pick is mostly noise. The early-stopping RMSE is then only logged (if any).
 
     Returns:
-        ``best_epoch``, ``epochs_run`` and ``best_val_rmse``.
+        ``best_epoch``, ``epochs_run`` and ``best_val_rmse`` (for an average: ``None``, the
+        epochs run, and the averaged model's early-stopping RMSE or ``None`` without those tiles).
     """
+    if average_last > config.optim.max_epochs:
+        raise ValueError(
+            f"expected average_last <= max_epochs ({config.optim.max_epochs}), found {average_last}"
+        )
     optim: FinetuneOptimConfig = config.optim
     labels = torch.tensor(cache.vegetation_pct[tiles.labelled] / 100.0, dtype=torch.float32)
     if init_bias:  # start from the mean label: early epochs fit the signal, not the offset
@@ -268,6 +278,8 @@ def fit(
     anchored = [p for p in model.backbone.parameters() if p.requires_grad and anchor_weight > 0]
     anchors = [p.detach().clone() for p in anchored]
     best_rmse, best_epoch, best_state, step, waited, epoch = math.inf, -1, None, 0, 0, 0
+    averaged: dict[str, torch.Tensor] = {}
+    first_averaged = optim.max_epochs - average_last
     bar = tqdm(total=total_steps, desc=f"finetune {config.modality}", disable=not progress)
     with bar:
         for epoch in range(optim.max_epochs):
@@ -301,8 +313,16 @@ def fit(
                 seen += len(positions)
                 step += 1
                 bar.update()
-            val_rmse = evaluate_rows(model, cache, tiles.early_stopping, optim.eval_batch_size).rmse
-            if val_rmse < best_rmse:
+            val_rmse = (
+                evaluate_rows(model, cache, tiles.early_stopping, optim.eval_batch_size).rmse
+                if len(tiles.early_stopping)
+                else math.nan
+            )
+            if average_last and epoch >= first_averaged:
+                for name, value in model.state_dict().items():
+                    if value.is_floating_point():
+                        averaged[name] = averaged.get(name, 0) + value.detach() / average_last
+            elif val_rmse < best_rmse:
                 best_rmse, best_epoch, waited = val_rmse, epoch, 0
                 best_state = copy.deepcopy(model.state_dict())
             else:
@@ -312,15 +332,24 @@ def fit(
                     "epoch": epoch,
                     "step": step,
                     "train_rmse": 100.0 * math.sqrt(squared / seen),
-                    "val_rmse": val_rmse,
-                    "best_val_rmse": best_rmse,
+                    "val_rmse": val_rmse if math.isfinite(val_rmse) else None,
+                    "best_val_rmse": best_rmse if math.isfinite(best_rmse) else None,
                     "lr": optimizer.param_groups[0]["lr"],
                     "seconds": time.perf_counter() - tick,
                 }
             )
             bar.set_postfix(val_rmse=f"{val_rmse:.2f}", best=f"{best_rmse:.2f}")
-            if waited >= optim.patience:
+            if waited >= optim.patience and not average_last:
                 break
+    if average_last:
+        model.load_state_dict(model.state_dict() | averaged)
+        model.eval()
+        val_rmse = (
+            evaluate_rows(model, cache, tiles.early_stopping, optim.eval_batch_size).rmse
+            if len(tiles.early_stopping)
+            else None
+        )
+        return {"best_epoch": None, "epochs_run": epoch + 1, "best_val_rmse": val_rmse}
     assert best_state is not None
     model.load_state_dict(best_state)
     model.eval()

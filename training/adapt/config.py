@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from training.config import StrictModel, load_typed_config
 from training.finetune_config import FinetuneOptimConfig
@@ -37,6 +37,13 @@ class AdaptConfig(StrictModel):
     region: str | None = Field(None, description="the new region (default: the data's only one)")
     calibration_fraction: float = Field(0.35, gt=0.0, lt=1.0)
     early_stopping_fraction: float = Field(0.15, gt=0.0, lt=1.0)
+    average_last_epochs: int = Field(
+        0,
+        ge=0,
+        description="0: stop early on early_stopping_fraction of the labels; N > 0: no "
+        "early-stopping tiles (they are fitted too), train optim.max_epochs epochs and keep the "
+        "average of the last N epochs' weights",
+    )
     rehearsal_tiles: int = Field(512, ge=0, description="old-region train tiles mixed in")
     new_share: float = Field(0.5, gt=0.0, le=1.0, description="new tiles' share of an epoch")
     freeze_backbone: bool = Field(False, description="fit the decoder only")
@@ -54,6 +61,15 @@ class AdaptConfig(StrictModel):
     timing_repeats: int = Field(1, ge=1)
     optim: AdaptOptimConfig = Field(default_factory=AdaptOptimConfig)
 
+    @model_validator(mode="after")
+    def _average_within_the_run(self) -> AdaptConfig:
+        if self.average_last_epochs > self.optim.max_epochs:
+            raise ValueError(
+                f"expected average_last_epochs <= optim.max_epochs ({self.optim.max_epochs}), "
+                f"found {self.average_last_epochs}"
+            )
+        return self
+
 
 def load_adapt_config(preset_or_path: str | Path | None, overrides: list[str]) -> AdaptConfig:
     """Defaults or a YAML file, then ``key=value`` overrides, validated."""
@@ -66,7 +82,7 @@ def minimum_labels(config: AdaptConfig) -> int:
         calibration, stopping, train = split_counts(n, config)
         if (
             calibration >= MIN_CALIBRATION_LABELS
-            and stopping >= MIN_EARLY_STOPPING_LABELS
+            and (stopping >= MIN_EARLY_STOPPING_LABELS or config.average_last_epochs)
             and train >= MIN_TRAIN_LABELS
         ):
             return n
@@ -76,5 +92,5 @@ def minimum_labels(config: AdaptConfig) -> int:
 def split_counts(n: int, config: AdaptConfig) -> tuple[int, int, int]:
     """``(calibration, early stopping, train)`` tiles out of ``n`` labelled ones."""
     calibration = round(config.calibration_fraction * n)
-    stopping = round(config.early_stopping_fraction * n)
+    stopping = 0 if config.average_last_epochs else round(config.early_stopping_fraction * n)
     return calibration, stopping, n - calibration - stopping

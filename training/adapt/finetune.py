@@ -68,10 +68,11 @@ def finetune_adapted(
     ]
     stop_old = np.zeros(0, np.int64)
     if old is not None:
-        stop_old = cap_positions(
-            np.arange(len(old.early_stopping)), len(new.early_stopping), config.seed, "stop"
-        )
-        stop_old = old.early_stopping[stop_old]
+        if len(new.early_stopping):  # as many old tiles stop the run as new ones
+            stop_old = cap_positions(
+                np.arange(len(old.early_stopping)), len(new.early_stopping), config.seed, "stop"
+            )
+            stop_old = old.early_stopping[stop_old]
         parts += [
             (old.cache, old.rehearsal, old.cache.vegetation_pct[old.rehearsal]),
             (old.cache, stop_old, old.cache.vegetation_pct[stop_old]),
@@ -119,6 +120,7 @@ def finetune_adapted(
             progress,
             init_bias=False,
             anchor_weight=config.anchor_weight,
+            average_last=config.average_last_epochs,
         )
         outcome |= {"seconds": time.perf_counter() - started, "repeat_new": repeat}
         partial = saved.with_suffix(".partial")
