@@ -318,10 +318,11 @@ def fit(
                 if len(tiles.early_stopping)
                 else math.nan
             )
-            if average_last and epoch >= first_averaged:
-                for name, value in model.state_dict().items():
-                    if value.is_floating_point():
-                        averaged[name] = averaged.get(name, 0) + value.detach() / average_last
+            if average_last:
+                if epoch >= first_averaged:
+                    for name, value in model.state_dict().items():
+                        if value.is_floating_point():
+                            averaged[name] = averaged.get(name, 0) + value.detach() / average_last
             elif val_rmse < best_rmse:
                 best_rmse, best_epoch, waited = val_rmse, epoch, 0
                 best_state = copy.deepcopy(model.state_dict())
@@ -339,7 +340,7 @@ def fit(
                 }
             )
             bar.set_postfix(val_rmse=f"{val_rmse:.2f}", best=f"{best_rmse:.2f}")
-            if waited >= optim.patience and not average_last:
+            if waited >= optim.patience:
                 break
     if average_last:
         model.load_state_dict(model.state_dict() | averaged)
