@@ -3,7 +3,7 @@
 Usage:
     python bench/adapt.py [--models models] [--old-data data/bench] [--ks 25,50,100]
         [--seeds 0,1,2] [--modalities s1grd,gssic] [--pool-tiles 2000] [--eval-tiles 1000]
-        [--work runs/bench-adapt] [--max-epochs 20]
+        [--work runs/bench-adapt] [--max-epochs N] [--set KEY=VALUE ...]
 
 Per modality, with the packaged bundle ``models/{modality}-conus`` (it must carry trainable
 weights) and the benchmark it was fine-tuned on (``--old-data``, seed 0):
@@ -24,9 +24,10 @@ weights) and the benchmark it was fine-tuned on (``--old-data``, seed 0):
 
 Prints the table (mean +/- sd over the seeds), checks the issue's targets and writes
 ``WORK/adapt.csv`` (one row per run) and ``WORK/adapt.png``. Each adaptation fine-tunes for up
-to ``--max-epochs`` epochs; all 36 runs of the default configuration take on the order of an
-hour or two on 2 cores. Finished adaptations are reused on a rerun (their bundles stay in WORK);
-``--finished-only`` tabulates those already finished and starts none.
+to ``--max-epochs`` epochs (default: the adapt config's, 12); all 36 runs of the default
+configuration take about an hour or two on 2 cores. A finished adaptation is reused on a rerun
+when its bundle (kept in WORK) was made with the same adapt config, and re-run otherwise;
+``--finished-only`` tabulates those finished with that config and starts none.
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ from sarveg.simulate.layout import simulate_dataset  # noqa: E402
 from serving.batch.cli import main as predict_main  # noqa: E402
 from serving.batch.select import run_select  # noqa: E402
 from training.adapt import adapt  # noqa: E402
-from training.adapt.config import load_adapt_config  # noqa: E402
+from training.adapt.config import AdaptConfig, load_adapt_config  # noqa: E402
 from training.models_pipeline import DEFAULT_SINGLE_DATE_SHARE  # noqa: E402
 
 NEW_REGION = "south_america"
@@ -93,6 +94,19 @@ def independent_rows(manifest_config: dict[str, Any]) -> dict[str, dict[str, Any
     }
 
 
+def run_config(args: argparse.Namespace, seed: int) -> AdaptConfig:
+    """The adapt config of one run: the defaults, the seed, ``--max-epochs`` and ``--set``."""
+    epochs = [] if args.max_epochs is None else [f"optim.max_epochs={args.max_epochs}"]
+    return load_adapt_config(None, [f"seed={seed}", *epochs, *args.set])
+
+
+def finished_config(bundle_dir: Path) -> dict[str, Any] | None:
+    """The adapt config of a finished run's bundle (None without one): reused only if equal."""
+    if not (bundle_dir / "bundle.json").is_file():
+        return None
+    return load_bundle(bundle_dir).manifest.provenance.config["adapt"]["config"]
+
+
 def run_one(
     args: argparse.Namespace,
     modality: str,
@@ -118,10 +132,8 @@ def run_one(
     chosen = [i for i in chosen if i in truth and np.isfinite(truth[i])]
     write_labels(work / "labels.csv", chosen, truth)
     bundle_dir = work / "bundle"
-    if not (bundle_dir / "bundle.json").is_file():
-        config = load_adapt_config(
-            None, [f"seed={seed}", f"optim.max_epochs={args.max_epochs}", *args.set]
-        )
+    config = run_config(args, seed)
+    if finished_config(bundle_dir) != config.model_dump(mode="json"):
         adapt(
             folders["model"],
             pool,
@@ -260,7 +272,7 @@ def main() -> int:
     parser.add_argument("--modalities", default="s1grd,gssic")
     parser.add_argument("--pool-tiles", type=int, default=2000)
     parser.add_argument("--eval-tiles", type=int, default=1000)
-    parser.add_argument("--max-epochs", type=int, default=20)
+    parser.add_argument("--max-epochs", type=int, default=None)
     parser.add_argument("--work", type=Path, default=ROOT / "runs" / "bench-adapt")
     parser.add_argument(
         "--set",
@@ -298,7 +310,8 @@ def main() -> int:
             for seed in seeds:
                 for strategy in args.strategies.split(","):
                     finished = args.work / modality / f"{strategy}-k{k}-seed{seed}" / "bundle"
-                    if args.finished_only and not (finished / "bundle.json").is_file():
+                    wanted = run_config(args, seed).model_dump(mode="json")
+                    if args.finished_only and finished_config(finished) != wanted:
                         continue
                     row = run_one(args, modality, strategy, k, seed, folders)
                     print(json.dumps(row), flush=True)

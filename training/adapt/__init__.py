@@ -10,14 +10,18 @@ GeoTIFFs named ``{identifier}.tif`` (the geetiles ``modis*`` layout, searched re
 What goes where (``N`` = the new region, ``O`` = the region(s) the bundle was fine-tuned on):
 
 - **labelled tiles of N**, split reproducibly by identifier (``seed``): ``calibration_fraction``
-  (35 %) calibrates the interval and is never fitted, ``early_stopping_fraction`` (15 %) joins
-  the early-stopping set, the rest is fine-tuned on. At least ``minimum_labels()`` (25 with the
+  (35 %) calibrates the interval and is never fitted, the rest is fine-tuned on (with
+  ``average_last_epochs=0``, ``early_stopping_fraction`` (15 %) joins the early-stopping set
+  instead of being fitted). At least ``minimum_labels()`` (25 with the
   defaults: 35 % of them must be the 9 calibration tiles, the fewest for which a 90 %
   split-conformal interval is finite) or the command refuses.
 - **fine-tuning** starts from the bundle's own weights (``weights.safetensors``). With
   ``--old-data`` (the folder the bundle was fine-tuned on) up to ``rehearsal_tiles`` of O's
   labelled train tiles, recorded in the weights, are mixed in (rehearsal, against forgetting),
-  and the new tiles are repeated so they make ``new_share`` of every epoch; early stopping on the
+  and the new tiles are repeated so they make ``new_share`` of every epoch. The fine-tune runs
+  ``optim.max_epochs`` (12) epochs and keeps the average of the weights at the end of the last
+  ``average_last_epochs`` (6): with a handful of labels, an early-stopping set of a few tiles
+  picks its epoch mostly by noise. ``average_last_epochs=0`` stops early instead, on the
   pooled RMSE of N's early-stopping tiles and as many of O's recorded early-stopping tiles.
   The finished fine-tune is kept in the work folder and reused by a rerun with the same inputs.
 - **OOD block**, re-calibrated with the new graph. In distribution: N and, with ``--old-data``,

@@ -24,7 +24,7 @@ class AdaptOptimConfig(FinetuneOptimConfig):
     Its own class so that a partial override (``optim.max_epochs=10``) keeps these defaults.
     """
 
-    max_epochs: int = Field(20, ge=1)
+    max_epochs: int = Field(12, ge=1)
     batch_size: int = Field(16, ge=1)
     lr: float = Field(5e-5, gt=0.0, description="peak LR of the backbone")
     decoder_lr: float = Field(5e-4, gt=0.0, description="peak LR of the linear decoder")
@@ -36,13 +36,15 @@ class AdaptConfig(StrictModel):
     seed: int = 0
     region: str | None = Field(None, description="the new region (default: the data's only one)")
     calibration_fraction: float = Field(0.35, gt=0.0, lt=1.0)
-    early_stopping_fraction: float = Field(0.15, gt=0.0, lt=1.0)
+    early_stopping_fraction: float = Field(
+        0.15, gt=0.0, lt=1.0, description="with average_last_epochs=0 only"
+    )
     average_last_epochs: int = Field(
-        0,
+        6,
         ge=0,
-        description="0: stop early on early_stopping_fraction of the labels; N > 0: no "
-        "early-stopping tiles (they are fitted too), train optim.max_epochs epochs and keep the "
-        "average of the last N epochs' weights",
+        description="N > 0: no early-stopping tiles (they are fitted too), train "
+        "optim.max_epochs epochs and keep the average of the last N epochs' weights; 0: stop "
+        "early on early_stopping_fraction of the labels",
     )
     rehearsal_tiles: int = Field(512, ge=0, description="old-region train tiles mixed in")
     new_share: float = Field(0.5, gt=0.0, le=1.0, description="new tiles' share of an epoch")
