@@ -244,7 +244,7 @@ def fit(
     anchor_weight: float = 0.0,
     average_last: int = 0,
 ) -> dict[str, Any]:
-    """Train with early stopping; leave the best model loaded, in eval mode.
+    """Train with early stopping (or weight averaging); leave that model loaded, in eval mode.
 
     ``init_bias`` sets the decoder's bias to the mean label first (a fresh decoder); a model
     fine-tuned further (``sarveg adapt``) keeps its own. ``anchor_weight`` > 0 adds L2-SP
