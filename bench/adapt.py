@@ -3,7 +3,7 @@
 Usage:
     python bench/adapt.py [--models models] [--old-data data/bench] [--ks 25,50,100]
         [--seeds 0,1,2] [--modalities s1grd,gssic] [--pool-tiles 2000] [--eval-tiles 1000]
-        [--work runs/bench-adapt] [--max-epochs N] [--set KEY=VALUE ...]
+        [--work runs/bench-adapt] [--max-epochs N] [--set KEY=VALUE ...] [--unreliable-weight W]
 
 Per modality, with the packaged bundle ``models/{modality}-conus`` (it must carry trainable
 weights) and the benchmark it was fine-tuned on (``--old-data``, seed 0):
@@ -49,7 +49,7 @@ from sarveg.bundle import load_bundle  # noqa: E402
 from sarveg.dataset import index_dataset  # noqa: E402
 from sarveg.simulate.layout import simulate_dataset  # noqa: E402
 from serving.batch.cli import main as predict_main  # noqa: E402
-from serving.batch.select import run_select  # noqa: E402
+from serving.batch.select import DEFAULT_UNRELIABLE_WEIGHT, run_select  # noqa: E402
 from training.adapt import adapt  # noqa: E402
 from training.adapt.config import AdaptConfig, load_adapt_config  # noqa: E402
 from training.models_pipeline import DEFAULT_SINGLE_DATE_SHARE  # noqa: E402
@@ -123,7 +123,8 @@ def run_one(
     labelled = sorted(i for i, v in truth.items() if np.isfinite(v))
     if strategy == "selected":
         out = work / "labels_to_collect.csv"
-        run_select(folders["run"], k, out, seed=seed, progress=False)
+        weight = args.unreliable_weight
+        run_select(folders["run"], k, out, unreliable_weight=weight, seed=seed, progress=False)
         with out.open() as handle:
             chosen = [row["identifier"] for row in csv.DictReader(handle)]
     else:
@@ -282,6 +283,13 @@ def main() -> int:
         help="sarveg adapt config override for every run, e.g. rehearsal_tiles=512",
     )
     parser.add_argument("--strategies", default=",".join(STRATEGIES))
+    parser.add_argument(
+        "--unreliable-weight",
+        type=float,
+        default=DEFAULT_UNRELIABLE_WEIGHT,
+        help="sarveg select's weight on flagged tiles (give another value its own --work: "
+        "finished runs are matched by adapt config, not by labels)",
+    )
     parser.add_argument(
         "--finished-only",
         action="store_true",
