@@ -279,6 +279,14 @@ def fit(
     anchors = [p.detach().clone() for p in anchored]
     best_rmse, best_epoch, best_state, step, waited, epoch = math.inf, -1, None, 0, 0, 0
     averaged: dict[str, torch.Tensor] = {}
+
+    def stopping_rmse() -> float:  # NaN without early-stopping tiles (averaged runs)
+        return (
+            evaluate_rows(model, cache, tiles.early_stopping, optim.eval_batch_size).rmse
+            if len(tiles.early_stopping)
+            else math.nan
+        )
+
     first_averaged = optim.max_epochs - average_last
     bar = tqdm(total=total_steps, desc=f"finetune {config.modality}", disable=not progress)
     with bar:
@@ -313,11 +321,7 @@ def fit(
                 seen += len(positions)
                 step += 1
                 bar.update()
-            val_rmse = (
-                evaluate_rows(model, cache, tiles.early_stopping, optim.eval_batch_size).rmse
-                if len(tiles.early_stopping)
-                else math.nan
-            )
+            val_rmse = stopping_rmse()
             if average_last:
                 if epoch >= first_averaged:
                     for name, value in model.state_dict().items():
@@ -345,12 +349,12 @@ def fit(
     if average_last:
         model.load_state_dict(model.state_dict() | averaged)
         model.eval()
-        val_rmse = (
-            evaluate_rows(model, cache, tiles.early_stopping, optim.eval_batch_size).rmse
-            if len(tiles.early_stopping)
-            else None
-        )
-        return {"best_epoch": None, "epochs_run": epoch + 1, "best_val_rmse": val_rmse}
+        val_rmse = stopping_rmse()
+        return {
+            "best_epoch": None,
+            "epochs_run": epoch + 1,
+            "best_val_rmse": val_rmse if math.isfinite(val_rmse) else None,
+        }
     assert best_state is not None
     model.load_state_dict(best_state)
     model.eval()
