@@ -1,31 +1,32 @@
 """Realism of the SAR simulator against real Sentinel-1: per class and per scene, side by side.
 
-Real side: the six BigEarthNet-S1 patches (``testkit.real``; VV / VH dB single dates at 10 m,
-Austria, Ireland, Finland, Portugal, 2017-2018), averaged in linear power to the simulator's
-~40 m pixels (4 x 4 blocks: the same ~16 looks a single date has at 40 m). Class masks come
-from each patch's CORINE labels and the NDVI of its Sentinel-2 patch:
+Real side: the 60 real BigEarthNet patches of ``testkit.real.real_patches`` (``--examples-only``:
+the six bigearthnet-common examples), VV / VH dB single dates at 10 m from Austria, Finland,
+Ireland, Lithuania, Portugal, Serbia and Switzerland (2017-2018), the nine sea-only patches left
+out; averaged in linear power to the simulator's ~40 m pixels (4 x 4 blocks: the same ~16 looks a
+single date has at 40 m). Class masks come from each patch's CORINE labels and the NDVI of its
+Sentinel-2 patch:
 
-- forest: the forest-dominated patch (Finland, September; coniferous and mixed forest), 40 m
-  pixels whose 16 sub-pixels all have NDVI >= 0.6;
-- grass/crops: the three patches labelled only arable land and pasture (Ireland, Austria,
-  June), 40 m pixels whose sub-pixels all have NDVI >= 0.5;
-- scene level: every pixel of all six patches.
+- forest: summer patches (June-September) whose first two labels are coniferous or mixed forest
+  (five: Finland and Austria), 40 m pixels whose 16 sub-pixels all have NDVI >= 0.6;
+- grass/crops: patches labelled only arable land, pasture or agriculture (five: Ireland,
+  Austria, Serbia), 40 m pixels whose sub-pixels all have NDVI >= 0.5;
+- scene level: every pixel of every land patch.
 
 Simulated side (SYNTHETIC): ``--tiles`` europe tiles (the real patches are European) written as
 single dates (``single_date_share=1``) at 112 px (~40 m), classes from the simulator's own land
 cover: forest = forest pixels with tree cover >= 0.5, grass/crops = herbaceous pixels with tree
 cover < 0.1 and green (herbaceous vegetation descriptor V >= 0.25, the counterpart of the
 NDVI mask). Class rows use the summer and autumn acquisitions (the real class patches are from
-June and September); scene rows use every season.
+June to September, or green in winter); scene rows use every season.
 
 Targets (from the project's realism issue): class medians within 1 dB of the real ones, the
 forest - grass/crops VH contrast within 1 dB, scene VV and VH p5 / p50 / p95 within 2 dB,
 neighbour correlation (adjacent 40 m pixels, within 1.2 km windows like the real patches)
-within 0.1. The real references are six patches:
-they measure these patches, not Europe. Published C-band values for comparison are in
-``docs/simulator.md``.
+within 0.1. The real references measure these patches, not Europe. Published C-band values for
+comparison are in ``docs/simulator.md``.
 
-    python bench/simulator_realism.py [--tiles 60] [--seed 0] [--region europe]
+    python bench/simulator_realism.py [--tiles 60] [--seed 0] [--region europe] [--examples-only]
 """
 
 from __future__ import annotations
