@@ -5,12 +5,14 @@ six real Sentinel-1 GRD patches (VV and VH as separate float32 dB GeoTIFFs, 120 
 at 10 m, UTM; Austria, Ireland, Finland, Portugal; 2017-2018) with their CORINE land-cover
 labels and acquisition times. :func:`bigearthnet_s1` downloads the wheel once with pip into a
 cache outside the repository (``$SARVEG_DATA_CACHE``, default ``~/.cache/sarveg``) and unpacks
-the S1 examples and the matching Sentinel-2 patches; nothing is committed.
+the S1 examples and the matching Sentinel-2 patches; nothing is committed. :func:`real_patches`
+adds the 54 BigEarthNet patches of the ``configilm`` wheel (:mod:`testkit.real_lmdb`), 60 in all.
 """
 
 from __future__ import annotations
 
 import bz2
+import functools
 import io
 import json
 import os
@@ -134,14 +136,19 @@ def bigearthnet_s1(root: Path | None = None) -> list[RealPatch]:
     return [read_patch(folder, s2_root, snow, countries) for folder in folders]
 
 
-def snow_patches(wheel: Path) -> set[str]:
+@functools.cache
+def snow_patches(wheel: Path) -> frozenset[str]:
     """The Sentinel-2 (v1) names of BigEarthNet patches with seasonal snow."""
     with zipfile.ZipFile(wheel) as archive:
-        return set(bz2.decompress(archive.read(SNOW_MEMBER)).decode().split())
+        return frozenset(bz2.decompress(archive.read(SNOW_MEMBER)).decode().split())
 
 
+@functools.cache
 def name_table(wheel: Path) -> dict[str, list[str]]:
-    """BigEarthNet's ``[s1_name, s2_name, country, season]`` rows by Sentinel-1 name."""
+    """BigEarthNet's ``[s1_name, s2_name, country, season]`` rows by Sentinel-1 name.
+
+    Cached (590,000 rows): callers must not modify the answer.
+    """
     with zipfile.ZipFile(wheel) as archive:
         text = bz2.decompress(archive.read(NAME_TABLE_MEMBER)).decode()
     rows = [line.split(",") for line in text.splitlines()[1:]]
@@ -170,7 +177,7 @@ def real_patches(root: Path | None = None) -> list[RealPatch]:
 
 
 def read_patch(
-    folder: Path, s2_root: Path | None, snow: set[str], countries: dict[str, str]
+    folder: Path, s2_root: Path | None, snow: frozenset[str], countries: dict[str, str]
 ) -> RealPatch:
     """One patch folder in the BigEarthNet-S1 example layout.
 
