@@ -43,16 +43,16 @@ from testkit.real import RealPatch, bigearthnet_s1, real_patches, two_band_geoti
 from testkit.realism import block_db  # noqa: E402
 
 FOREST_WORDS = ("forest", "woodland")
-WATER_WORDS = ("sea and ocean", "water", "marine", "lagoon", "estuar")
 FOREST_MIN_PCT, OPEN_MAX_PCT, AUROC_TARGET = 30.0, 25.0, 0.8
 BOOTSTRAP_DRAWS = 2000
 
 
-def patch_class(labels: tuple[str, ...]) -> str:
-    """``forest`` when most CORINE labels are forest or woodland, ``open`` when none is and not
-    all are water, ``water`` when all are, ``mixed`` otherwise."""
-    if all(any(w in label.lower() for w in WATER_WORDS) for label in labels):
+def patch_class(patch: RealPatch) -> str:
+    """``water`` when every label is water, else ``forest`` when most CORINE labels are forest or
+    woodland, ``open`` when none is, ``mixed`` otherwise."""
+    if patch.water_only:
         return "water"
+    labels = patch.labels
     share = sum(any(w in label.lower() for w in FOREST_WORDS) for label in labels) / len(labels)
     return "forest" if share > 0.5 else "open" if share == 0 else "mixed"
 
@@ -121,7 +121,7 @@ def run(predictor: Predictor, patches: list[RealPatch], pixel_m: float | None) -
             content = at_pixel_size(content, pixel_m)
         answer = predictor.predict(content, name=patch.vv.name)
         ood, veg = answer.ood, answer.vegetation_pct
-        kind = patch_class(patch.labels)
+        kind = patch_class(patch)
         consistent = {"forest": veg >= FOREST_MIN_PCT, "open": veg <= OPEN_MAX_PCT}.get(kind, True)
         verdict = "flagged" if ood.unreliable else "ok" if consistent else "WRONG"
         vh_db = float(np.median(patch.read_db()[0][1]))

@@ -36,6 +36,8 @@ S2_WHEEL_MEMBER = "bigearthnet_common/BigEarthNet-S2-Example.tar.bz2"
 SNOW_MEMBER = "bigearthnet_common/patches_with_seasonal_snow.csv.bz2"
 NAME_TABLE_MEMBER = "bigearthnet_common/s1_s2_name_country_season.csv.bz2"
 CACHE_ENV = "SARVEG_DATA_CACHE"
+# CORINE labels of open water (BigEarthNet's 43- and 19-class names).
+WATER_WORDS = ("sea and ocean", "water", "marine", "lagoon", "estuar")
 
 
 @dataclass(frozen=True)
@@ -64,6 +66,11 @@ class RealPatch:
     country: str = ""
     source: str = "bigearthnet-common"
     seasonal_snow: bool = False
+
+    @property
+    def water_only(self) -> bool:
+        """Every label of the patch is open water (sea, lakes, rivers)."""
+        return all(any(w in label.lower() for w in WATER_WORDS) for label in self.labels)
 
     @property
     def date(self) -> str:

@@ -19,7 +19,6 @@ BLOCK = 4  # 10 m real pixels per ~40 m simulated pixel, per side
 WINDOW_PX = 30  # a real patch (120 px at 10 m) at 40 m
 FOREST_LABELS = ("Coniferous forest", "Mixed forest", "Broad-leaved forest")
 OPEN_LABELS = ("Non-irrigated arable land", "Pastures", "Land principally occupied by agriculture")
-WATER_WORDS = ("sea and ocean", "water", "marine", "lagoon", "estuar")
 FOREST_NDVI, OPEN_NDVI = 0.6, 0.5
 SIM_FOREST_TREE_COVER, SIM_OPEN_TREE_COVER = 0.5, 0.1
 # Green grass / crops (the simulator's counterpart of NDVI >= 0.5): herbaceous V >= 0.25.
@@ -95,7 +94,7 @@ def real_references(patches: list[RealPatch] | None = None) -> dict[str, Pixels]
     """
     groups = {"forest": Pixels.empty(), "grass/crops": Pixels.empty(), "scene": Pixels.empty()}
     for patch in real_patches() if patches is None else patches:
-        if all(any(w in label.lower() for w in WATER_WORDS) for label in patch.labels):
+        if patch.water_only:
             continue
         db, _ = patch.read_db()
         vv, vh = block_db(db)  # (30, 30) each
