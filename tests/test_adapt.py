@@ -6,6 +6,7 @@ import csv
 import json
 import shutil
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -20,6 +21,7 @@ from tests.training_runs import finetune_tiny, pretrain_tiny, reference_tiles, s
 from training.adapt import AdaptConfig, adapt, minimum_labels
 from training.adapt import main as adapt_main
 from training.adapt.config import load_adapt_config
+from training.adapt.finetune import rehearsal_draws
 from training.bundle_weights import load_bundle_weights
 from training.config import ConfigError
 from training.export import ExportSettings, build_bundle
@@ -70,6 +72,20 @@ def loop(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         "labels": labels,
         "adapted": adapted,
     }
+
+
+def adapt_loop(loop: dict, out: Path, config: AdaptConfig, **options: Any) -> Any:
+    """Adapt the loop's bundle to its new region with its labels (conus rehearsed), quietly."""
+    return adapt(
+        loop["bundle"],
+        loop["new"],
+        loop["labels"],
+        out,
+        config,
+        old_data=loop["data"],
+        progress=False,
+        **options,
+    )
 
 
 def test_select_writes_distinct_tiles_of_the_run_as_csv_geojson_and_png(loop) -> None:
@@ -136,16 +152,7 @@ def test_adapted_bundle_covers_both_regions_and_carries_its_weights(loop) -> Non
 def test_rerun_reuses_the_finished_fine_tune(loop, tmp_path) -> None:
     out = tmp_path / "again"
     work = loop["adapted"].with_name(loop["adapted"].name + ".work")
-    manifest = adapt(
-        loop["bundle"],
-        loop["new"],
-        loop["labels"],
-        out,
-        FAST,
-        old_data=loop["data"],
-        work_dir=work,
-        progress=False,
-    )
+    manifest = adapt_loop(loop, out, FAST, work_dir=work)
     assert manifest.provenance.config["adapt"]["finetune"]["reused"] is True
     first = load_bundle(loop["adapted"]).manifest.files[WEIGHTS_FILE]
     assert manifest.files[WEIGHTS_FILE] == first
@@ -239,15 +246,7 @@ def test_averaging_fits_the_stopping_share_early_stopping_keeps_it(loop, tmp_pat
     assert tiles["early_stopping"] == []
     out = tmp_path / "early-stopped"
     config = FAST.model_copy(update={"average_last_epochs": 0})
-    manifest = adapt(
-        loop["bundle"],
-        loop["new"],
-        loop["labels"],
-        out,
-        config,
-        old_data=loop["data"],
-        progress=False,
-    )
+    manifest = adapt_loop(loop, out, config)
     stopped = manifest.provenance.config["adapt"]["finetune"]
     assert stopped["best_epoch"] in range(FAST.optim.max_epochs)
     early = load_bundle_weights(out).checkpoint["tiles"]
@@ -262,3 +261,26 @@ def test_averaging_fits_the_stopping_share_early_stopping_keeps_it(loop, tmp_pat
     # Refused when the config is read, before any work.
     with pytest.raises(ConfigError, match=r"average_last_epochs <= optim.max_epochs \(2\)"):
         load_adapt_config(None, ["optim.max_epochs=2", "average_last_epochs=3"])
+
+
+def test_rehearsal_draws_fresh_old_tiles_every_epoch(loop, tmp_path) -> None:
+    draws = rehearsal_draws(np.arange(3), np.arange(10, 30), 5, seed=0)
+    first, second = draws(0), draws(1)
+    for rows in (first, second):
+        assert rows[:3].tolist() == [0, 1, 2] and len(rows) == 8
+        assert len(set(rows[3:])) == 5 and set(rows[3:]) <= set(range(10, 30))
+    assert first.tolist() != second.tolist() and draws(0).tolist() == first.tolist()
+    # Through sarveg adapt: resampled, every tile the parent fitted may be rehearsed (and is
+    # recorded as fitted); one draw records only the rehearsal_tiles it fitted.
+    parent = load_bundle_weights(loop["bundle"]).checkpoint["tiles"]["labelled"]
+    parent_old = {tuple(t) for t in parent if t[0] != NEW_REGION}
+    assert len(parent_old) > 4
+    recorded = {}
+    for resample in (True, False):
+        config = FAST.model_copy(update={"rehearsal_tiles": 4, "rehearsal_resample": resample})
+        out = tmp_path / f"resample-{resample}"
+        adapt_loop(loop, out, config)
+        tiles = load_bundle_weights(out).checkpoint["tiles"]["labelled"]
+        recorded[resample] = {tuple(t) for t in tiles if t[0] != NEW_REGION}
+    assert recorded[True] == parent_old
+    assert len(recorded[False]) == 4 and recorded[False] <= parent_old

@@ -23,7 +23,7 @@ import json
 import math
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -243,6 +243,7 @@ def fit(
     init_bias: bool = True,
     anchor_weight: float = 0.0,
     average_last: int = 0,
+    epoch_rows: Callable[[int], np.ndarray] | None = None,
 ) -> dict[str, Any]:
     """Train with early stopping (or weight averaging); leave that model loaded, in eval mode.
 
@@ -254,6 +255,9 @@ def fit(
     uniform average of the weights at the end of the last ``average_last`` of them loaded
     (stochastic weight averaging, Izmailov et al. 2018); with a handful of early-stopping tiles
     the epoch they pick is mostly noise. The early-stopping RMSE is then only logged (if any).
+    ``epoch_rows(epoch)``, when given, returns the cache rows fitted in that epoch instead of
+    ``tiles.labelled`` (always as many: the schedule counts steps from ``tiles.labelled``), so a
+    run can draw its rehearsal tiles afresh every epoch.
 
     Returns:
         ``best_epoch``, ``epochs_run`` and ``best_val_rmse`` (for an average: ``None``, the
@@ -265,6 +269,7 @@ def fit(
         )
     optim: FinetuneOptimConfig = config.optim
     labels = torch.tensor(cache.vegetation_pct[tiles.labelled] / 100.0, dtype=torch.float32)
+    fraction = torch.tensor(cache.vegetation_pct / 100.0, dtype=torch.float32)  # (N,) every row
     if init_bias:  # start from the mean label: early epochs fit the signal, not the offset
         with torch.no_grad():
             model.decoder.bias.fill_(float(labels.mean()))
@@ -296,17 +301,22 @@ def fit(
             if config.freeze_backbone:
                 model.backbone.eval()  # no drop path: frozen features stay fixed
             generator = torch.Generator().manual_seed(config.seed * 100_003 + epoch)
-            order = torch.randperm(len(tiles.labelled), generator=generator).numpy()
+            fitted = tiles.labelled if epoch_rows is None else np.asarray(epoch_rows(epoch))
+            if len(fitted) != len(tiles.labelled):
+                raise ValueError(
+                    f"expected {len(tiles.labelled)} rows in epoch {epoch}, found {len(fitted)}"
+                )
+            order = torch.randperm(len(fitted), generator=generator).numpy()
             squared, seen = 0.0, 0
             for start in range(0, len(order), optim.batch_size):
-                positions = np.sort(order[start : start + optim.batch_size])
-                x = load_rows(cache.tiles, tiles.labelled[positions])  # (B, C, S, S)
+                rows = np.sort(fitted[order[start : start + optim.batch_size]])
+                x = load_rows(cache.tiles, rows)  # (B, C, S, S)
                 if optim.flips:
                     x = flip_batch(x, generator)
                 factor = lr_factor(step, total_steps, warmup_steps, optim.min_lr_ratio)
                 for group in optimizer.param_groups:
                     group["lr"] = group["peak_lr"] * factor
-                mse = torch.nn.functional.mse_loss(model(x), labels[positions])
+                mse = torch.nn.functional.mse_loss(model(x), fraction[rows])
                 loss = mse
                 if anchors:
                     pairs = zip(anchored, anchors, strict=True)
@@ -317,8 +327,8 @@ def fit(
                 if optim.clip_grad > 0:
                     torch.nn.utils.clip_grad_norm_(trainable, optim.clip_grad)
                 optimizer.step()
-                squared += float(mse.detach()) * len(positions)
-                seen += len(positions)
+                squared += float(mse.detach()) * len(rows)
+                seen += len(rows)
                 step += 1
                 bar.update()
             val_rmse = stopping_rmse()

@@ -46,7 +46,12 @@ class AdaptConfig(StrictModel):
         "optim.max_epochs epochs and keep the average of the last N epochs' weights; 0: stop "
         "early on early_stopping_fraction of the labels",
     )
-    rehearsal_tiles: int = Field(512, ge=0, description="old-region train tiles mixed in")
+    rehearsal_tiles: int = Field(512, ge=0, description="old-region train tiles per epoch")
+    rehearsal_resample: bool = Field(
+        False,
+        description="draw the rehearsal_tiles afresh every epoch from all the parent's labelled "
+        "tiles (default: one draw, fitted every epoch; resampling measured no gain)",
+    )
     new_share: float = Field(0.5, gt=0.0, le=1.0, description="new tiles' share of an epoch")
     freeze_backbone: bool = Field(False, description="fit the decoder only")
     anchor_weight: float = Field(

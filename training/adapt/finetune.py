@@ -6,6 +6,7 @@ import copy
 import hashlib
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,19 @@ from training.runlog import JsonlLog
 def fingerprint(*parts: Any) -> str:
     """sha256 of the JSON of everything a finished fine-tune depends on."""
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def rehearsal_draws(
+    new_rows: np.ndarray, old_rows: np.ndarray, n_old: int, seed: int
+) -> Callable[[int], np.ndarray]:
+    """Rows fitted in epoch ``e``: every new row and ``n_old`` old rows drawn afresh (seeded)."""
+
+    def rows(epoch: int) -> np.ndarray:
+        rng = np.random.default_rng([seed, epoch, 7919])
+        drawn = rng.choice(len(old_rows), size=n_old, replace=False)
+        return np.concatenate([new_rows, old_rows[np.sort(drawn)]])
+
+    return rows
 
 
 def finetune_adapted(
@@ -54,6 +68,8 @@ def finetune_adapted(
         }
     )
     n_old = 0 if old is None else len(old.rehearsal)
+    # Resampled: every tile the parent fitted is stacked, and each epoch fits n_old of them.
+    old_pool = None if old is None else old.labelled if config.rehearsal_resample else old.rehearsal
     repeat = (
         1
         if n_old == 0
@@ -74,17 +90,17 @@ def finetune_adapted(
             )
             stop_old = old.early_stopping[stop_old]
         parts += [
-            (old.cache, old.rehearsal, old.cache.vegetation_pct[old.rehearsal]),
+            (old.cache, old_pool, old.cache.vegetation_pct[old_pool]),
             (old.cache, stop_old, old.cache.vegetation_pct[stop_old]),
         ]
     stacked = stack_rows(parts, finetuned.input_size, work_dir)
     sizes = np.cumsum([0, *(len(r) for _, r, _ in parts)])
     position = [np.arange(sizes[i], sizes[i + 1]) for i in range(len(parts))]
-    labelled = np.concatenate([position[0], *([position[2]] if old is not None else [])])
+    labelled = np.concatenate([position[0], *([position[2][:n_old]] if old is not None else [])])
     stopping = np.concatenate([position[1], *([position[3]] if old is not None else [])])
     tiles_used = {
         "labelled": row_ids(new_cache, new.train)
-        + ([] if old is None else row_ids(old.cache, old.rehearsal)),
+        + ([] if old is None else row_ids(old.cache, old_pool)),
         "early_stopping": row_ids(new_cache, new.early_stopping)
         + ([] if old is None else row_ids(old.cache, stop_old)),
         "calibration": ([] if old is None else row_ids(old.cache, old.calibration))
@@ -121,6 +137,9 @@ def finetune_adapted(
             init_bias=False,
             anchor_weight=config.anchor_weight,
             average_last=config.average_last_epochs,
+            epoch_rows=None
+            if old is None or not config.rehearsal_resample
+            else rehearsal_draws(position[0], position[2], n_old, config.seed),
         )
         outcome |= {"seconds": time.perf_counter() - started, "repeat_new": repeat}
         partial = saved.with_suffix(".partial")

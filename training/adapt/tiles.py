@@ -128,7 +128,8 @@ class OldRegion:
 
     regions: list[str]
     cache: TileCache  # the old fine-tuning regions, every split
-    rehearsal: np.ndarray
+    labelled: np.ndarray  # every tile the parent was fitted on
+    rehearsal: np.ndarray  # rehearsal_tiles of them, one draw
     early_stopping: np.ndarray
     calibration: np.ndarray
     test_cache: TileCache  # every region's test split
@@ -204,6 +205,7 @@ def gather_old_region(
     return OldRegion(
         regions=regions,
         cache=cache,
+        labelled=labelled,
         rehearsal=labelled[rehearsal],
         early_stopping=rows_of("early_stopping"),
         calibration=rows_of("calibration"),
