@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+import torch
 
 from sarveg.bundle import WEIGHTS_FILE, WEIGHTS_META_FILE, finalise_bundle, load_bundle
 from sarveg.dataset import index_dataset
@@ -23,7 +24,9 @@ from training.adapt import main as adapt_main
 from training.adapt.config import load_adapt_config
 from training.adapt.finetune import rehearsal_draws
 from training.bundle_weights import load_bundle_weights
+from training.cache import prepare_cache
 from training.config import ConfigError
+from training.evaluate import load_rows
 from training.export import ExportSettings, build_bundle
 
 BUDGET = 25
@@ -236,6 +239,35 @@ def test_frozen_and_anchored_backbones_stay_near_the_parent(loop, tmp_path) -> N
         else:
             assert 0.0 < drift < 0.5 * free
         assert load_bundle(out).manifest.provenance.config["adapt"]["config"][next(iter(update))]
+
+
+def old_feature_drift(loop: dict, adapted: Path) -> float:
+    """Relative squared distance of the decoder input on the old region's labelled tiles."""
+    parent = load_bundle_weights(loop["bundle"]).model.eval()
+    child = load_bundle_weights(adapted).model.eval()
+    cache = prepare_cache(
+        loop["data"], "s1grd", parent.input_size, ["conus"], workers=1, progress=False
+    )
+    rows = np.flatnonzero(np.isfinite(cache.vegetation_pct))
+    with torch.no_grad():
+        x = load_rows(cache.tiles, rows)  # (N, C, S, S)
+        before, after = parent.features(x), child.features(x)  # (N, F)
+    return float(((after - before) ** 2).sum() / (before**2).sum())
+
+
+def test_distillation_holds_the_old_regions_features_near_the_parents(loop, tmp_path) -> None:
+    free = old_feature_drift(loop, loop["adapted"])
+    out = tmp_path / "distilled"
+    manifest = adapt_loop(loop, out, FAST.model_copy(update={"distill_weight": 100.0}))
+    assert manifest.provenance.config["adapt"]["config"]["distill_weight"] == 100.0
+    assert 0.0 < old_feature_drift(loop, out) < 0.5 * free
+    # Without an old region nothing is distilled: the option is accepted and does nothing.
+    alone = tmp_path / "alone"
+    config = FAST.model_copy(update={"distill_weight": 100.0})
+    adapt(loop["bundle"], loop["new"], loop["labels"], alone, config, progress=False)
+    plain = tmp_path / "plain"
+    adapt(loop["bundle"], loop["new"], loop["labels"], plain, FAST, progress=False)
+    assert old_feature_drift(loop, alone) == pytest.approx(old_feature_drift(loop, plain))
 
 
 def test_averaging_fits_the_stopping_share_early_stopping_keeps_it(loop, tmp_path) -> None:

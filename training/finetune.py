@@ -244,6 +244,8 @@ def fit(
     anchor_weight: float = 0.0,
     average_last: int = 0,
     epoch_rows: Callable[[int], np.ndarray] | None = None,
+    distill_weight: float = 0.0,
+    distill_rows: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """Train with early stopping (or weight averaging); leave that model loaded, in eval mode.
 
@@ -258,6 +260,11 @@ def fit(
     ``epoch_rows(epoch)``, when given, returns the cache rows fitted in that epoch instead of
     ``tiles.labelled`` (always as many: the schedule counts steps from ``tiles.labelled``), so a
     run can draw its rehearsal tiles afresh every epoch.
+    ``distill_weight`` > 0 keeps the decoder input of the rows marked in ``distill_rows`` (a
+    boolean mask over the cache rows, e.g. the rehearsed old-region tiles) near what the model
+    gave them at the start (feature distillation; the loss term is that weight times the squared
+    distance relative to the starting features' squared norm), so a model adapted to a new
+    region moves less where it already was right.
 
     Returns:
         ``best_epoch``, ``epochs_run`` and ``best_val_rmse`` (for an average: ``None``, the
@@ -282,6 +289,11 @@ def fit(
     trainable = [p for p in model.parameters() if p.requires_grad]
     anchored = [p for p in model.backbone.parameters() if p.requires_grad and anchor_weight > 0]
     anchors = [p.detach().clone() for p in anchored]
+    teacher = None
+    if distill_weight > 0:
+        if distill_rows is None or len(distill_rows) != len(cache.vegetation_pct):
+            raise ValueError("expected distill_rows: one boolean per cache row")
+        teacher = copy.deepcopy(model).eval().requires_grad_(False)
     best_rmse, best_epoch, best_state, step, waited, epoch = math.inf, -1, None, 0, 0, 0
     averaged: dict[str, torch.Tensor] = {}
 
@@ -316,12 +328,19 @@ def fit(
                 factor = lr_factor(step, total_steps, warmup_steps, optim.min_lr_ratio)
                 for group in optimizer.param_groups:
                     group["lr"] = group["peak_lr"] * factor
-                mse = torch.nn.functional.mse_loss(model(x), fraction[rows])
+                features = model.features(x)  # (B, F)
+                predicted = model.decoder(features).squeeze(-1)  # (B,)
+                mse = torch.nn.functional.mse_loss(predicted, fraction[rows])
                 loss = mse
+                if teacher is not None and (kept := torch.from_numpy(distill_rows[rows])).any():
+                    with torch.no_grad():
+                        target = teacher.features(x[kept])  # (b, F)
+                    moved = ((features[kept] - target) ** 2).sum() / (target**2).sum()
+                    loss = loss + distill_weight * moved
                 if anchors:
                     pairs = zip(anchored, anchors, strict=True)
                     drift = sum(((p - a) ** 2).sum() for p, a in pairs)
-                    loss = mse + anchor_weight * drift
+                    loss = loss + anchor_weight * drift
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 if optim.clip_grad > 0:

@@ -60,6 +60,12 @@ class AdaptConfig(StrictModel):
         description="L2-SP: weight of the squared distance of the backbone's weights to the "
         "bundle's, added to the loss (0: none)",
     )
+    distill_weight: float = Field(
+        0.0,
+        ge=0.0,
+        description="feature distillation: weight of the relative squared distance between the "
+        "rehearsed old-region tiles' decoder input and the bundle's, added to the loss (0: none)",
+    )
     reference_tiles: int = Field(1000, ge=10, description="unlabelled new tiles as reference")
     calibration_tiles: int = Field(1000, ge=10, description="unlabelled new tiles calibrating")
     max_reference: int = Field(1000, ge=10, description="reference tiles per old or other region")

@@ -106,6 +106,9 @@ def finetune_adapted(
         "calibration": ([] if old is None else row_ids(old.cache, old.calibration))
         + row_ids(new_cache, new.calibration),
     }
+    kept = np.zeros(sizes[-1], bool)  # rows whose features the distillation keeps
+    if old is not None:
+        kept[position[2]] = True
     model = copy.deepcopy(finetuned.model)
     saved = work_dir / FINETUNE_FILE
     outcome: dict[str, Any]
@@ -140,6 +143,8 @@ def finetune_adapted(
             epoch_rows=None
             if old is None or not config.rehearsal_resample
             else rehearsal_draws(position[0], position[2], n_old, config.seed),
+            distill_weight=config.distill_weight if old is not None else 0.0,
+            distill_rows=kept,
         )
         outcome |= {"seconds": time.perf_counter() - started, "repeat_new": repeat}
         partial = saved.with_suffix(".partial")
