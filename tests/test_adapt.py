@@ -23,11 +23,13 @@ from training.adapt import AdaptConfig, adapt, minimum_labels
 from training.adapt import main as adapt_main
 from training.adapt.config import load_adapt_config
 from training.adapt.finetune import rehearsal_draws
+from training.adapt.routing import fit_gate
 from training.bundle_weights import load_bundle_weights
 from training.cache import prepare_cache
 from training.config import ConfigError
 from training.evaluate import load_rows
 from training.export import ExportSettings, build_bundle
+from training.onnx_export import make_session, run_session
 
 BUDGET = 25
 NEW_REGION = "south_america"
@@ -316,3 +318,72 @@ def test_rehearsal_draws_fresh_old_tiles_every_epoch(loop, tmp_path) -> None:
         recorded[resample] = {tuple(t) for t in tiles if t[0] != NEW_REGION}
     assert recorded[True] == parent_old
     assert len(recorded[False]) == 4 and recorded[False] <= parent_old
+
+
+def graph_outputs(bundle_dir: Path, region_data: Path, region: str) -> tuple[np.ndarray, ...]:
+    """``(vegetation_pct, embedding)`` of a bundle's ONNX graph on every tile of one region."""
+    bundle = load_bundle(bundle_dir)
+    cache = prepare_cache(
+        region_data, "s1grd", bundle.manifest.input_size, [region], workers=1, progress=False
+    )
+    session = make_session(bundle.model_path)
+    return run_session(session, np.asarray(cache.tiles[np.arange(len(cache.tiles))]))
+
+
+def test_routing_gives_old_region_tiles_the_parents_estimate(loop, tmp_path) -> None:
+    # Both bundles from the loop's finished fine-tune (routing changes the graph, not the fit),
+    # in fp32 so that the graphs differ by the routing alone.
+    work = loop["adapted"].with_name(loop["adapted"].name + ".work")
+    fp32 = FAST.model_copy(update={"variant": "fp32"})
+    plain, routed = tmp_path / "plain", tmp_path / "routed"
+    adapt_loop(loop, plain, fp32, work_dir=work)
+    manifest = adapt_loop(
+        loop, routed, fp32.model_copy(update={"route_old_regions": True}), work_dir=work
+    )
+    record = manifest.provenance.config["adapt"]
+    assert record["finetune"]["reused"] is True
+    assert record["config"]["route_old_regions"] is True
+    gate = record["routing"]["mean_gate_on_fitted_tiles"]
+    assert gate["old"] > 0.5 > gate["new"]
+    parent_pct, _ = graph_outputs(loop["bundle"], loop["data"], "conus")
+    plain_pct, plain_embedding = graph_outputs(plain, loop["data"], "conus")
+    routed_pct, routed_embedding = graph_outputs(routed, loop["data"], "conus")
+    # The embedding (and so the OOD score) is the fine-tuned model's; the estimate the parent's.
+    np.testing.assert_allclose(routed_embedding, plain_embedding, atol=1e-4)
+    assert np.abs(routed_pct - parent_pct).mean() < 0.5 * np.abs(plain_pct - parent_pct).mean()
+    new_plain, _ = graph_outputs(plain, loop["new"], NEW_REGION)
+    new_routed, _ = graph_outputs(routed, loop["new"], NEW_REGION)
+    new_parent, _ = graph_outputs(loop["bundle"], loop["new"], NEW_REGION)
+    assert np.abs(new_routed - new_plain).mean() < np.abs(new_routed - new_parent).mean()
+    # The weights are the fine-tuned model's alone: routing again from this bundle is refused.
+    with pytest.raises(ValueError, match="expected a bundle without routing"):
+        adapt(
+            routed,
+            loop["new"],
+            loop["labels"],
+            tmp_path / "twice",
+            FAST.model_copy(update={"route_old_regions": True}),
+            old_data=loop["data"],
+            progress=False,
+        )
+
+
+def test_routing_without_the_old_data_is_refused(loop, tmp_path) -> None:
+    config = FAST.model_copy(update={"route_old_regions": True})
+    with pytest.raises(ValueError, match="expected --old-data with route_old_regions=true"):
+        adapt(loop["bundle"], loop["new"], loop["labels"], tmp_path / "x", config, progress=False)
+
+
+def test_the_gate_separates_the_regions_and_refuses_empty_sides() -> None:
+    rng = np.random.default_rng(0)
+    old = rng.normal(1.0, 1.0, (200, 8)).astype(np.float32)
+    new = rng.normal(-1.0, 1.0, (300, 8)).astype(np.float32)
+    gate = fit_gate(old, new)
+    with torch.no_grad():
+        p_old = torch.sigmoid(gate(torch.from_numpy(old))).mean().item()
+        p_new = torch.sigmoid(gate(torch.from_numpy(new))).mean().item()
+    assert p_old > 0.9 and p_new < 0.1
+    with pytest.raises(ValueError, match="expected embeddings of both the old and the new"):
+        fit_gate(old[:0], new)
+    with pytest.raises(ValueError, match="expected embeddings of one width"):
+        fit_gate(old, new[:, :4])

@@ -23,7 +23,8 @@ What goes where (``N`` = the new region, ``O`` = the region(s) the bundle was fi
   ``average_last_epochs`` (6): with a handful of labels, an early-stopping set of a few tiles
   picks its epoch mostly by noise. ``average_last_epochs=0`` stops early instead, on the
   pooled RMSE of N's early-stopping tiles and as many of O's recorded early-stopping tiles.
-  The finished fine-tune is kept in the work folder and reused by a rerun with the same inputs.
+  The finished fine-tune is kept in the work folder and reused by a rerun with the same inputs
+  (settings of the export alone, such as ``route_old_regions`` or ``variant``, may differ).
 - **OOD block**, re-calibrated with the new graph. In distribution: N and, with ``--old-data``,
   O (``ood.in_distribution_regions``), each scored against its own reference and calibrated on
   its own tiles; a tile's p-value is the largest of its per-region p-values, so tiles of either
@@ -48,8 +49,10 @@ random tiles of N (selection favours unusual tiles, which tends to widen the int
 
 Modules, one concept each: ``config`` (``AdaptConfig`` and the label minimum), ``labels``
 (reading the labels CSV or MODIS rasters), ``tiles`` (which tiles of the new and the old region
-go where), ``finetune`` (the resumable fine-tune), ``bundle`` (export, re-calibration, before /
-after, the new bundle's files) and ``cli`` (``adapt()`` and the command).
+go where), ``finetune`` (the resumable fine-tune), ``routing`` (with ``route_old_regions=true``,
+the graph gives old-region tiles the parent's estimate through a gate on the embedding), ``bundle``
+(export, re-calibration, before / after, the new bundle's files) and ``cli`` (``adapt()`` and the
+command).
 """
 
 from training.adapt.cli import adapt, build_parser, main

@@ -23,6 +23,7 @@ from sarveg.ood import OODScorer, calibrate_ood
 from sarveg.ood_evaluation import evaluate_ood
 from sarveg.reference import RegionReference, concat_references, save_reference
 from training.adapt.config import CHECK_TILES, AdaptConfig
+from training.adapt.routing import RoutedRegressor, route_old_regions
 from training.adapt.tiles import NewRegionTiles, OldRegion, labels_of
 from training.bundle_weights import save_bundle_weights
 from training.cache import TileCache, prepare_cache
@@ -36,7 +37,7 @@ from training.export import (
 )
 from training.model_card import CARD_FILE, INDEPENDENT_FOLDER, render_model_card
 from training.onnx_export import export_best, make_session, reports_as_dicts
-from training.regressor import FinetunedModel
+from training.regressor import FinetunedModel, VegetationRegressor
 
 
 def outputs_of(
@@ -99,8 +100,13 @@ def write_adapted_bundle(
     labels_path: Path,
     cache_dir: Path | None,
     progress: bool,
+    parent_model: VegetationRegressor | None = None,
 ) -> BundleManifest:
-    """Export, embed, re-calibrate, measure and write every file of the adapted bundle."""
+    """Export, embed, re-calibrate, measure and write every file of the adapted bundle.
+
+    With ``parent_model`` (and ``old``), the exported graph routes old-region tiles to it
+    (``training.adapt.routing``); the weights file still holds the fine-tuned model alone.
+    """
     pm = parent.manifest
     stages = tqdm(
         total=5, desc="adapt: export, embed, calibrate, measure, write", disable=not progress
@@ -117,8 +123,14 @@ def write_adapted_bundle(
         check_tiles = np.concatenate([np.asarray(t, np.float32) for t in check])
         parent_variant = pm.provenance.config.get("export", {}).get("variant", "auto")
         variant = parent_variant if config.variant == "same" else config.variant
+        graph_model: VegetationRegressor | RoutedRegressor = adapted.model
+        routing = None
+        if parent_model is not None and old is not None:
+            graph_model, routing = route_old_regions(
+                adapted.model, parent_model, old, new_cache, new.reference, config.seed
+            )
         chosen, reason, reports = export_best(
-            adapted.model,
+            graph_model,
             staging / MODEL_FILE,
             check_tiles,
             variant,
@@ -248,6 +260,7 @@ def write_adapted_bundle(
                 "old_calibration": 0 if old is None else len(old.calibration),
             },
             "finetune": outcome,
+            "routing": routing,
             "evaluation": evaluation,
         }
         provenance = pm.provenance.model_copy(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -14,7 +15,12 @@ from sarveg.bundle import (
     load_bundle,
 )
 from training.adapt.bundle import write_adapted_bundle
-from training.adapt.config import CONFIG_FILE, AdaptConfig, load_adapt_config
+from training.adapt.config import (
+    CONFIG_FILE,
+    EXPORT_ONLY_KEYS,
+    AdaptConfig,
+    load_adapt_config,
+)
 from training.adapt.finetune import finetune_adapted, fingerprint
 from training.adapt.labels import read_labels
 from training.adapt.tiles import gather_old_region, split_new_region
@@ -80,6 +86,8 @@ def adapt(
             f"expected a bundle with interval difficulty knn_distance (it needs no labels of the "
             f"new region's reference tiles), found {parent.manifest.ood.difficulty}"
         )
+    if config.route_old_regions:
+        check_routable(parent.manifest.provenance.config, old_data, model_dir)
     modality, size = finetuned.modality, finetuned.input_size
     labels = read_labels(labels_path)
     new_cache = prepare_cache(data_dir, modality, size, None, None, cache_dir, progress=progress)
@@ -112,7 +120,7 @@ def adapt(
         sorted(labels.items()),
         new_cache.key,
         None if old is None else old.cache.key,
-        config.model_dump(mode="json"),
+        config.model_dump(mode="json", exclude=set(EXPORT_ONLY_KEYS)),
     )
     adapted, outcome = finetune_adapted(finetuned, new_cache, new, old, config, work, key, progress)
 
@@ -130,6 +138,7 @@ def adapt(
             config,
             staging,
             out_dir.name,
+            parent_model=finetuned.model if config.route_old_regions else None,
             data_dir=data_dir,
             ood_data=None if ood_data is None else Path(ood_data),
             labels_path=labels_path,
@@ -137,6 +146,27 @@ def adapt(
             progress=progress,
         ),
     )
+
+
+def check_routable(
+    parent_config: dict[str, Any], old_data: str | Path | None, model_dir: Path
+) -> None:
+    """Refuse ``route_old_regions`` without old tiles to fit the gate, or from a routed bundle.
+
+    A routed bundle's weights are its fine-tuned model alone (the graph also holds its parent's),
+    so routing from it again would send its old regions to a model that has forgotten them.
+    """
+    if old_data is None:
+        raise ValueError(
+            "expected --old-data with route_old_regions=true (the gate is fitted on the old "
+            "region's tiles), found none"
+        )
+    if ((parent_config.get("adapt") or {}).get("config") or {}).get("route_old_regions"):
+        raise ValueError(
+            f"expected a bundle without routing for route_old_regions=true, found {model_dir}, "
+            "which already routes to its own parent's model (not carried in its weights); adapt "
+            "it with route_old_regions=false"
+        )
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -16,6 +16,9 @@ MIN_EARLY_STOPPING_LABELS = 2
 FINETUNE_FILE = "finetune.pt"
 CONFIG_FILE = "adapt_config.yaml"
 CHECK_TILES = 500
+# Settings that change the shipped graph but not the fine-tune: a rerun differing only in these
+# reuses the finished fine-tune.
+EXPORT_ONLY_KEYS = frozenset({"route_old_regions", "variant", "timing_seconds", "timing_repeats"})
 
 
 class AdaptOptimConfig(FinetuneOptimConfig):
@@ -65,6 +68,12 @@ class AdaptConfig(StrictModel):
         ge=0.0,
         description="feature distillation: weight of the relative squared distance between the "
         "rehearsed old-region tiles' decoder input and the bundle's, added to the loss (0: none)",
+    )
+    route_old_regions: bool = Field(
+        False,
+        description="ship the parent's model in the graph beside the fine-tuned one, with a "
+        "logistic gate on the embedding that gives old-region tiles the parent's estimate (no "
+        "forgetting; about twice the inference time; needs --old-data)",
     )
     reference_tiles: int = Field(1000, ge=10, description="unlabelled new tiles as reference")
     calibration_tiles: int = Field(1000, ge=10, description="unlabelled new tiles calibrating")
