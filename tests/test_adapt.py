@@ -345,6 +345,8 @@ def test_routing_gives_old_region_tiles_the_parents_estimate(loop, tmp_path) -> 
     assert record["config"]["route_old_regions"] is True
     gate = record["routing"]["mean_gate_on_fitted_tiles"]
     assert gate["old"] > 0.5 > gate["new"]
+    assert "Routed: the graph holds the parent's model" in (routed / "MODEL_CARD.md").read_text()
+    assert "Routed" not in (plain / "MODEL_CARD.md").read_text()
     parent_pct, _ = graph_outputs(loop["bundle"], loop["data"], "conus")
     plain_pct, plain_embedding = graph_outputs(plain, loop["data"], "conus")
     routed_pct, routed_embedding = graph_outputs(routed, loop["data"], "conus")

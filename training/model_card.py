@@ -129,6 +129,16 @@ def _adaptation_lines(manifest: BundleManifest) -> list[str]:
             if record["old_data"]
             else " Without the old training data: the old region was not re-embedded, not "
             "rehearsed and its forgetting is not measured."
+        )
+        + (
+            ""
+            if not record.get("routing")
+            else " Routed: the graph holds the parent's model too, and a gate on the embedding "
+            "(mean "
+            f"{record['routing']['mean_gate_on_fitted_tiles']['old']:.2f} on the old region's "
+            f"fitted tiles, {record['routing']['mean_gate_on_fitted_tiles']['new']:.2f} on the "
+            "new region's reference tiles) gives old-region tiles its estimate; the weights file "
+            "holds the fine-tuned model alone."
         ),
         "",
         "| region | tiles | n | RMSE before | RMSE after | unreliable before | unreliable after "
