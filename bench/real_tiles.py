@@ -18,7 +18,10 @@ forest-dominated estimated >= 30 % and open <= 25 %), and forest-dominated patch
 above open ones (rank AUROC >= 0.8, with a bootstrap 95 % interval over patches). Patches that
 BigEarthNet lists under seasonal snow are marked: the simulator has no snow, so the AUROC is
 also given without them. Beside the bundle's AUROC, the AUROC of the patch's VH median alone
-says how much a single backscatter level ranks these patches. The patches are sent twice: as
+says how much a single backscatter level ranks these patches. Winter patches (November to
+February) are set apart as well: a frozen canopy and frozen soil lower VH more than VV, which the
+simulator does not model, so the forest and open patches' VV - VH ratio and estimate are printed
+for winter and the other months, and the AUROC without winter. The patches are sent twice: as
 they are (10 m pixels), and averaged in linear power to the bundle's pixel size first (the
 bundles learnt from ~40 m pixels of simulated 4.5 km chips; a 1.2 km patch stays smaller than
 their footprint either way). The figures describe these patches, nothing wider.
@@ -44,6 +47,7 @@ from testkit.realism import block_db  # noqa: E402
 
 FOREST_WORDS = ("forest", "woodland")
 FOREST_MIN_PCT, OPEN_MAX_PCT, AUROC_TARGET = 30.0, 25.0, 0.8
+WINTER_MONTHS = ("11", "12", "01", "02")
 BOOTSTRAP_DRAWS = 2000
 
 
@@ -112,7 +116,7 @@ def run(predictor: Predictor, patches: list[RealPatch], pixel_m: float | None) -
     """Print one table: every patch as sent (``None``) or averaged to ``pixel_m`` first."""
     how = "as sent (10 m)" if pixel_m is None else f"averaged to {pixel_m:.0f} m pixels first"
     print(f"\n{how}")
-    header = f"{'patch':<46}{'country':>9}{'date':>11}{'class':>7}{'snow':>5}{'VH':>6}"
+    header = f"{'patch':<46}{'country':>9}{'date':>11}{'class':>7}{'snow':>5}{'VH':>6}{'VV-VH':>6}"
     print(header + f"{'veg %':>7}{'interval':>10}{'p':>7}{'flag':>5}{'verdict':>9}  labels")
     rows = []
     for patch in patches:
@@ -124,15 +128,19 @@ def run(predictor: Predictor, patches: list[RealPatch], pixel_m: float | None) -
         kind = patch_class(patch)
         consistent = {"forest": veg >= FOREST_MIN_PCT, "open": veg <= OPEN_MAX_PCT}.get(kind, True)
         verdict = "flagged" if ood.unreliable else "ok" if consistent else "WRONG"
-        vh_db = float(np.median(patch.read_db()[0][1]))
+        vv_vh_db = patch.read_db()[0]  # (2, H, W)
+        vh_db = float(np.median(vv_vh_db[1]))
+        ratio_db = float(np.median(vv_vh_db[0] - vv_vh_db[1]))
         rows.append(
             {"class": kind, "snow": patch.seasonal_snow, "veg": veg, "vh": vh_db}
+            | {"ratio": ratio_db, "winter": patch.date[5:7] in WINTER_MONTHS}
             | {"verdict": verdict, "unreliable": ood.unreliable}
         )
         interval = f"{answer.interval.low:.0f}-{answer.interval.high:.0f}"
         print(
             f"{patch.name:<46}{patch.country[:8]:>9}{patch.date:>11}{kind:>7}"
-            f"{'yes' if patch.seasonal_snow else '':>5}{vh_db:>6.1f}{veg:>7.1f}{interval:>10}"
+            f"{'yes' if patch.seasonal_snow else '':>5}{vh_db:>6.1f}{ratio_db:>6.1f}{veg:>7.1f}"
+            f"{interval:>10}"
             f"{ood.p_value:>7.3f}{'yes' if ood.unreliable else 'no':>5}{verdict:>9}  "
             f"{'; '.join(patch.labels)}"
         )
@@ -146,9 +154,32 @@ def run(predictor: Predictor, patches: list[RealPatch], pixel_m: float | None) -
     snow_free = [r for r in rows if not r["snow"]]
     print(rank_line("bundle estimate, every patch", rows, "veg"))
     print(rank_line("bundle estimate, without seasonal snow", snow_free, "veg"))
+    not_winter = [r for r in rows if not r["winter"]]
+    print(rank_line("bundle estimate, March-October only", not_winter, "veg"))
     print(rank_line("VH median alone, every patch", rows, "vh"))
     print(rank_line("VH median alone, without seasonal snow", snow_free, "vh"))
+    print_winter(rows)
     return rows
+
+
+def print_winter(rows: list[dict]) -> None:
+    """VV - VH and the estimate of forest and open patches, winter (November-February) or not.
+
+    A frozen canopy and frozen soil lower VH more than VV, so winter patches carry a VV - VH
+    ratio that the simulated summer-like landscapes give only to bare and sparse land.
+    """
+    print("forest and open patches, median of per-patch VV - VH (dB) and of the estimate (%):")
+    for winter in (True, False):
+        for kind in ("forest", "open"):
+            group = [r for r in rows if r["class"] == kind and r["winter"] == winter]
+            if group:
+                ratio = np.median([r["ratio"] for r in group])
+                veg = np.median([r["veg"] for r in group])
+                when = "November-February" if winter else "March-October"
+                print(
+                    f"  {kind:<7}{when:<19}{len(group):>3} patches  VV-VH {ratio:5.1f}  "
+                    f"estimate {veg:5.1f}"
+                )
 
 
 def plot(rows_by_mode: dict[str, list[dict]], path: Path, title: str) -> None:
