@@ -52,6 +52,7 @@ from serving.batch.cli import main as predict_main  # noqa: E402
 from serving.batch.select import DEFAULT_UNRELIABLE_WEIGHT, run_select  # noqa: E402
 from training.adapt import adapt  # noqa: E402
 from training.adapt.config import AdaptConfig, load_adapt_config  # noqa: E402
+from training.adapt.routing import is_routed  # noqa: E402
 from training.models_pipeline import DEFAULT_SINGLE_DATE_SHARE  # noqa: E402
 
 NEW_REGION = "south_america"
@@ -151,6 +152,7 @@ def run_one(
     manifest = load_bundle(bundle_dir).manifest
     rows = independent_rows(manifest.provenance.config)
     new, old = rows[NEW_REGION], rows[OLD_REGION]
+    routing = manifest.provenance.config["adapt"].get("routing") or {}
     return {
         "modality": modality,
         "strategy": strategy,
@@ -165,6 +167,9 @@ def run_one(
         "conus_rmse_before": old["rmse_before"],
         "conus_rmse_after": old["rmse_after"],
         "alpha": manifest.ood.alpha,
+        "routed": is_routed(manifest.provenance.config["adapt"]),
+        # auto's measure: the fine-tune's relative RMSE excess on held-out old-region tiles
+        "auto_worse_by": (routing.get("decision") or {}).get("worse_by"),
     }
 
 
@@ -222,6 +227,8 @@ def summarise(results: list[dict[str, Any]], parent_conus_rmse: dict[str, float]
         alpha = rows[0]["alpha"]
         flags = [r[key] for r in rows for key in ("sa_unreliable_after", "conus_false_flag_after")]
         inside = sum(abs(f - alpha) <= 0.02 for f in flags)
+        routed = sum(bool(r.get("routed")) for r in rows)
+        lines.append(f"{modality}: {routed} of {len(rows)} adapted graphs route old-region tiles")
         lines.append(
             f"{modality}: conus RMSE at most {100 * (worst - 1):+.1f} % vs before (target <= "
             f"+10 %): {'met' if worst <= 1.10 else 'NOT met'}; false-flag rates within alpha "

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+import training.adapt.routing as routing_module
 from sarveg.bundle import WEIGHTS_FILE, WEIGHTS_META_FILE, finalise_bundle, load_bundle
 from sarveg.dataset import index_dataset
 from sarveg.ood import OODScorer
@@ -23,7 +24,7 @@ from training.adapt import AdaptConfig, adapt, minimum_labels
 from training.adapt import main as adapt_main
 from training.adapt.config import load_adapt_config
 from training.adapt.finetune import rehearsal_draws
-from training.adapt.routing import fit_gate
+from training.adapt.routing import fit_gate, is_routed
 from training.bundle_weights import load_bundle_weights
 from training.cache import prepare_cache
 from training.config import ConfigError
@@ -33,7 +34,12 @@ from training.onnx_export import make_session, run_session
 
 BUDGET = 25
 NEW_REGION = "south_america"
-FAST = AdaptConfig(average_last_epochs=2, optim={"max_epochs": 2, "patience": 2, "batch_size": 8})
+# Routing off unless a test turns it on: the default (auto) decides on the tiny model's errors.
+FAST = AdaptConfig(
+    average_last_epochs=2,
+    route_old_regions=False,
+    optim={"max_epochs": 2, "patience": 2, "batch_size": 8},
+)
 
 
 @pytest.fixture(scope="module")
@@ -368,6 +374,49 @@ def test_routing_gives_old_region_tiles_the_parents_estimate(loop, tmp_path) -> 
             old_data=loop["data"],
             progress=False,
         )
+
+
+@pytest.mark.parametrize("threshold", [-1.0, 1e6])
+def test_auto_routes_only_where_the_fine_tune_errs_more_on_the_old_region(
+    loop, tmp_path, monkeypatch, threshold
+) -> None:
+    # -1: any fine-tune counts as worse (routes); 1e6: none does (stays one model).
+    monkeypatch.setattr(routing_module, "ROUTE_IF_WORSE_BY", threshold)
+    work = loop["adapted"].with_name(loop["adapted"].name + ".work")
+    auto = FAST.model_copy(update={"variant": "fp32", "route_old_regions": "auto"})
+    out = tmp_path / "auto"
+    record = adapt_loop(loop, out, auto, work_dir=work).provenance.config["adapt"]
+    assert AdaptConfig().route_old_regions == "auto"
+    assert record["finetune"]["reused"] is True
+    decision = record["routing"]["decision"]
+    assert decision["tiles"] > 0 and decision["threshold"] == threshold
+    assert decision["worse_by"] == pytest.approx(
+        decision["rmse_adapted"] / decision["rmse_parent"] - 1.0
+    )
+    routes = threshold < 0
+    assert decision["route"] is routes and record["routing"]["routed"] is routes
+    assert is_routed(record) is routes
+    card = (out / "MODEL_CARD.md").read_text()
+    assert ("Routed (route_old_regions=auto: on" in card) is routes
+    assert ("Not routed (route_old_regions=auto: on" in card) is not routes
+    # A routed graph gives conus tiles the parent's estimates, an unrouted one the fine-tune's.
+    parent_pct, _ = graph_outputs(loop["bundle"], loop["data"], "conus")
+    adapted_pct, _ = graph_outputs(loop["adapted"], loop["data"], "conus")
+    auto_pct, _ = graph_outputs(out, loop["data"], "conus")
+    nearer = parent_pct if routes else adapted_pct
+    farther = adapted_pct if routes else parent_pct
+    assert np.abs(auto_pct - nearer).mean() < 0.5 * np.abs(auto_pct - farther).mean()
+
+
+def test_auto_without_the_old_data_or_from_a_routed_bundle_does_not_route(loop, tmp_path) -> None:
+    auto = FAST.model_copy(update={"route_old_regions": "auto"})
+    out = tmp_path / "no-old"
+    manifest = adapt(loop["bundle"], loop["new"], loop["labels"], out, auto, progress=False)
+    assert manifest.provenance.config["adapt"]["routing"] is None
+    # Records written before auto (no "routed" key) route; {"routed": false} and none do not.
+    assert is_routed({"routing": {"gate_tiles": {"old": 3, "new": 3}}})
+    assert not is_routed({"routing": {"routed": False}})
+    assert not is_routed({"routing": None}) and not is_routed(None)
 
 
 def test_routing_without_the_old_data_is_refused(loop, tmp_path) -> None:

@@ -108,6 +108,30 @@ def _ood_lines(manifest: BundleManifest) -> list[str]:
     return lines
 
 
+def routing_sentence(routing: dict[str, Any] | None) -> str:
+    """The model card's sentence on routing old-region tiles to the parent ('' without a record)."""
+    if not routing:
+        return ""
+    decision = routing.get("decision")
+    measured = (
+        ""
+        if decision is None
+        else f" (route_old_regions=auto: on {decision['tiles']} held-out old-region tiles the "
+        f"fine-tuned model errs {decision['rmse_adapted']:.2f} points RMSE against the parent's "
+        f"{decision['rmse_parent']:.2f}, {100 * decision['worse_by']:+.1f} %; routing above "
+        f"{100 * decision['threshold']:+.0f} %)"
+    )
+    if not routing.get("routed", True):
+        return f" Not routed{measured}: the graph is the fine-tuned model alone."
+    gate = routing["mean_gate_on_fitted_tiles"]
+    return (
+        f" Routed{measured}: the graph holds the parent's model too, and a gate on the embedding "
+        f"(mean {gate['old']:.2f} on the old region's fitted tiles, {gate['new']:.2f} on the new "
+        "region's reference tiles) gives old-region tiles its estimate; the weights file holds "
+        "the fine-tuned model alone."
+    )
+
+
 def _adaptation_lines(manifest: BundleManifest) -> list[str]:
     """Before / after figures of a bundle written by ``sarveg adapt`` (nothing otherwise)."""
     record = manifest.provenance.config.get("adapt")
@@ -130,16 +154,7 @@ def _adaptation_lines(manifest: BundleManifest) -> list[str]:
             else " Without the old training data: the old region was not re-embedded, not "
             "rehearsed and its forgetting is not measured."
         )
-        + (
-            ""
-            if not record.get("routing")
-            else " Routed: the graph holds the parent's model too, and a gate on the embedding "
-            "(mean "
-            f"{record['routing']['mean_gate_on_fitted_tiles']['old']:.2f} on the old region's "
-            f"fitted tiles, {record['routing']['mean_gate_on_fitted_tiles']['new']:.2f} on the "
-            "new region's reference tiles) gives old-region tiles its estimate; the weights file "
-            "holds the fine-tuned model alone."
-        ),
+        + routing_sentence(record.get("routing")),
         "",
         "| region | tiles | n | RMSE before | RMSE after | unreliable before | unreliable after "
         "| interval coverage after |",

@@ -23,7 +23,7 @@ from sarveg.ood import OODScorer, calibrate_ood
 from sarveg.ood_evaluation import evaluate_ood
 from sarveg.reference import RegionReference, concat_references, save_reference
 from training.adapt.config import CHECK_TILES, AdaptConfig
-from training.adapt.routing import RoutedRegressor, route_old_regions
+from training.adapt.routing import RoutedRegressor, decide_routing, route_old_regions
 from training.adapt.tiles import NewRegionTiles, OldRegion, labels_of
 from training.bundle_weights import save_bundle_weights
 from training.cache import TileCache, prepare_cache
@@ -105,7 +105,8 @@ def write_adapted_bundle(
     """Export, embed, re-calibrate, measure and write every file of the adapted bundle.
 
     With ``parent_model`` (and ``old``), the exported graph routes old-region tiles to it
-    (``training.adapt.routing``); the weights file still holds the fine-tuned model alone.
+    (``training.adapt.routing``; with ``route_old_regions=auto`` only where the fine-tuned model
+    errs more on held-out old-region tiles); the weights file holds the fine-tuned model alone.
     """
     pm = parent.manifest
     stages = tqdm(
@@ -126,9 +127,17 @@ def write_adapted_bundle(
         graph_model: VegetationRegressor | RoutedRegressor = adapted.model
         routing = None
         if parent_model is not None and old is not None:
-            graph_model, routing = route_old_regions(
-                adapted.model, parent_model, old, new_cache, new.reference, config.seed
-            )
+            decision = None
+            if config.route_old_regions == "auto":
+                decision = decide_routing(adapted.model, parent_model, old)
+            if decision is None or decision["route"]:
+                graph_model, routing = route_old_regions(
+                    adapted.model, parent_model, old, new_cache, new.reference, config.seed
+                )
+            else:
+                routing = {"routed": False}
+            if decision is not None:
+                routing["decision"] = decision
         chosen, reason, reports = export_best(
             graph_model,
             staging / MODEL_FILE,

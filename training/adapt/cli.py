@@ -23,6 +23,7 @@ from training.adapt.config import (
 )
 from training.adapt.finetune import finetune_adapted, fingerprint
 from training.adapt.labels import read_labels
+from training.adapt.routing import is_routed
 from training.adapt.tiles import gather_old_region, split_new_region
 from training.bundle_weights import load_bundle_weights
 from training.cache import prepare_cache
@@ -86,8 +87,13 @@ def adapt(
             f"expected a bundle with interval difficulty knn_distance (it needs no labels of the "
             f"new region's reference tiles), found {parent.manifest.ood.difficulty}"
         )
-    if config.route_old_regions:
-        check_routable(parent.manifest.provenance.config, old_data, model_dir)
+    parent_adapt = parent.manifest.provenance.config.get("adapt")
+    if config.route_old_regions is True:
+        check_routable(parent_adapt, old_data, model_dir)
+    # auto considers routing wherever it can be built, and decides after the fine-tune.
+    routable = config.route_old_regions is True or (
+        config.route_old_regions == "auto" and old_data is not None and not is_routed(parent_adapt)
+    )
     modality, size = finetuned.modality, finetuned.input_size
     labels = read_labels(labels_path)
     new_cache = prepare_cache(data_dir, modality, size, None, None, cache_dir, progress=progress)
@@ -138,7 +144,7 @@ def adapt(
             config,
             staging,
             out_dir.name,
-            parent_model=finetuned.model if config.route_old_regions else None,
+            parent_model=finetuned.model if routable else None,
             data_dir=data_dir,
             ood_data=None if ood_data is None else Path(ood_data),
             labels_path=labels_path,
@@ -149,7 +155,7 @@ def adapt(
 
 
 def check_routable(
-    parent_config: dict[str, Any], old_data: str | Path | None, model_dir: Path
+    parent_adapt: dict[str, Any] | None, old_data: str | Path | None, model_dir: Path
 ) -> None:
     """Refuse ``route_old_regions`` without old tiles to fit the gate, or from a routed bundle.
 
@@ -161,7 +167,7 @@ def check_routable(
             "expected --old-data with route_old_regions=true (the gate is fitted on the old "
             "region's tiles), found none"
         )
-    if ((parent_config.get("adapt") or {}).get("config") or {}).get("route_old_regions"):
+    if is_routed(parent_adapt):
         raise ValueError(
             f"expected a bundle without routing for route_old_regions=true, found {model_dir}, "
             "which already routes to its own parent's model (not carried in its weights); adapt "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, model_validator
 
@@ -69,11 +70,13 @@ class AdaptConfig(StrictModel):
         description="feature distillation: weight of the relative squared distance between the "
         "rehearsed old-region tiles' decoder input and the bundle's, added to the loss (0: none)",
     )
-    route_old_regions: bool = Field(
-        False,
+    route_old_regions: Literal["auto"] | bool = Field(
+        "auto",
         description="ship the parent's model in the graph beside the fine-tuned one, with a "
         "logistic gate on the embedding that gives old-region tiles the parent's estimate (no "
-        "forgetting; about twice the inference time; needs --old-data)",
+        "forgetting; about twice the inference time; needs --old-data). 'auto': route when "
+        "--old-data is given, the parent does not route itself, and the fine-tuned model errs "
+        "more than the parent on held-out old-region tiles (by over ROUTE_IF_WORSE_BY)",
     )
     reference_tiles: int = Field(1000, ge=10, description="unlabelled new tiles as reference")
     calibration_tiles: int = Field(1000, ge=10, description="unlabelled new tiles calibrating")

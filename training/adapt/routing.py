@@ -9,6 +9,11 @@ region's tiles (the rehearsal tiles) from the new region's (its unlabelled refer
 The embedding and attention outputs are the fine-tuned model's, so the OOD block and the
 interval are calibrated as without routing (on the routed estimates). The price is a second
 backbone in every forward pass: about twice the inference time of the parent.
+
+``route_old_regions=auto`` (the default) pays it only where the fine-tune forgot: it compares the
+fine-tuned model and the parent on one half of the old regions' test splits (labels neither
+model was fitted on; the other half gives the reported figures) and routes when the fine-tuned
+model's RMSE there exceeds the parent's by more than ``ROUTE_IF_WORSE_BY``.
 """
 
 from __future__ import annotations
@@ -30,6 +35,8 @@ GATE_L2 = 1e-3  # on standardised embeddings: keeps the gate soft where the regi
 GATE_ITERATIONS = 200
 GATE_TILES = 1000  # per side
 EMBED_BATCH = 64
+# auto routes when the fine-tuned model errs this much more (relative RMSE) on held-out old tiles.
+ROUTE_IF_WORSE_BY = 0.02
 
 
 class RoutedRegressor(nn.Module):
@@ -122,14 +129,69 @@ def fit_gate(old_embedding: np.ndarray, new_embedding: np.ndarray, seed: int = 0
     return gate.eval()
 
 
-def embed_rows(model: VegetationRegressor, cache: TileCache, rows: np.ndarray) -> np.ndarray:
-    """Adapted embeddings ``(N, D)`` of cache rows, in batches, without gradients."""
+def model_outputs(
+    model: VegetationRegressor, cache: TileCache, rows: np.ndarray, output: int
+) -> np.ndarray:
+    """One of ``forward_all``'s outputs (0 estimate, 1 embedding) for cache rows, in batches."""
     parts = []
     with torch.no_grad():
         for start in range(0, len(rows), EMBED_BATCH):
             batch = np.asarray(cache.tiles[rows[start : start + EMBED_BATCH]], np.float32)
-            parts.append(model.forward_all(torch.from_numpy(batch))[1].numpy())
+            parts.append(model.forward_all(torch.from_numpy(batch))[output].numpy())
     return np.concatenate(parts)
+
+
+def embed_rows(model: VegetationRegressor, cache: TileCache, rows: np.ndarray) -> np.ndarray:
+    """Adapted embeddings ``(N, D)`` of cache rows, in batches, without gradients."""
+    return model_outputs(model, cache, rows, 1)
+
+
+def decide_routing(
+    adapted: VegetationRegressor, parent: VegetationRegressor, old: OldRegion
+) -> dict[str, Any]:
+    """Whether ``auto`` routes: both models' RMSE on the old regions' decision tiles.
+
+    Args:
+        adapted: the fine-tuned model.
+        parent: the bundle's own model.
+        old: the old regions; their ``decision_positions`` into ``test_rows`` are the tiles.
+
+    Returns:
+        ``{"tiles", "rmse_parent", "rmse_adapted", "worse_by", "route"}``; ``route`` is true when
+        the fine-tuned model errs more than ``ROUTE_IF_WORSE_BY`` (relative) above the parent.
+
+    Raises:
+        ValueError: no labelled decision tiles.
+    """
+    rows = np.concatenate(
+        [old.test_rows[r][p] for r, p in sorted(old.decision_positions.items()) if len(p)]
+        or [np.zeros(0, np.int64)]
+    )
+    if not len(rows):
+        raise ValueError(
+            f"expected labelled test tiles of the old regions {old.regions} to decide on routing, "
+            "found none (set route_old_regions=true or false)"
+        )
+    truth = old.test_cache.vegetation_pct[rows]
+    adapted_rmse, parent_rmse = (
+        float(np.sqrt(np.mean((model_outputs(m.eval(), old.test_cache, rows, 0) - truth) ** 2)))
+        for m in (adapted, parent)
+    )
+    worse_by = adapted_rmse / parent_rmse - 1.0 if parent_rmse > 0 else float("inf")
+    return {
+        "tiles": int(len(rows)),
+        "rmse_parent": parent_rmse,
+        "rmse_adapted": adapted_rmse,
+        "worse_by": worse_by,
+        "threshold": ROUTE_IF_WORSE_BY,
+        "route": bool(worse_by > ROUTE_IF_WORSE_BY),
+    }
+
+
+def is_routed(adapt_record: dict[str, Any] | None) -> bool:
+    """Whether a bundle's ``adapt`` record says its graph routes (records before ``auto`` too)."""
+    routing = (adapt_record or {}).get("routing")
+    return bool(routing) and bool(routing.get("routed", True))
 
 
 def route_old_regions(
@@ -166,6 +228,7 @@ def route_old_regions(
         old_weight = routed.old_region_weight(torch.from_numpy(old_embedding)).numpy()
         new_weight = routed.old_region_weight(torch.from_numpy(new_embedding)).numpy()
     record = {
+        "routed": True,
         "gate_tiles": {"old": len(old_rows), "new": len(new_rows)},
         "mean_gate_on_fitted_tiles": {
             "old": float(old_weight.mean()),

@@ -137,6 +137,9 @@ class OldRegion:
     reference_caches: dict[str, TileCache]  # per region (new region excluded), every split
     reference_rows: dict[str, np.ndarray]  # into reference_caches
     evaluation_positions: dict[str, np.ndarray]  # into test_rows; old in-distribution regions
+    # The first half of those test splits (into test_rows): labels never fitted nor reported,
+    # on which the routing decision compares the fine-tuned model with the parent.
+    decision_positions: dict[str, np.ndarray]
 
 
 def gather_old_region(
@@ -151,9 +154,10 @@ def gather_old_region(
 ) -> OldRegion:
     """Look up the old region's recorded tiles in ``old_data`` and cut its test split in two.
 
-    One half of each old in-distribution region's test split measures the adapted bundle there;
-    every region's reference is drawn from all its splits (as ``sarveg export`` draws it),
-    leaving out that half and every tile the parent's fine-tune used.
+    One half of each old in-distribution region's test split measures the adapted bundle there,
+    the other decides whether to route (``training.adapt.routing``); every region's reference
+    is drawn from all its splits (as ``sarveg export`` draws it), leaving out the measuring half
+    and every tile the parent's fine-tune used.
     """
     regions = [r for r in checkpoint["config"]["data"]["regions"] if r != new_region]
     cache = prepare_cache(
@@ -182,13 +186,13 @@ def gather_old_region(
     if missing:
         raise ValueError(f"expected labelled test tiles of {missing} in {old_data}, found none")
     used = used_tiles(recorded)
-    evaluation_positions = {}
+    evaluation_positions, decision_positions = {}, {}
     for region in regions:
         rows = test_rows[region]
-        _, rest = split_holdout(
+        first, rest = split_holdout(
             [test_cache.identifiers[i] for i in rows], [region] * len(rows), 0.5, config.seed
         )
-        evaluation_positions[region] = rest
+        evaluation_positions[region], decision_positions[region] = rest, first
         used |= {(region, test_cache.identifiers[i]) for i in rows[rest]}
     reference_caches = {
         r: cache
@@ -214,6 +218,7 @@ def gather_old_region(
         reference_caches=reference_caches,
         reference_rows=reference_rows,
         evaluation_positions=evaluation_positions,
+        decision_positions=decision_positions,
     )
 
 
