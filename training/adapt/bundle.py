@@ -129,7 +129,9 @@ def write_adapted_bundle(
         if parent_model is not None and old is not None:
             decision = None
             if config.route_old_regions == "auto":
-                decision = decide_routing(adapted.model, parent_model, old)
+                decision = decide_routing(
+                    adapted.model, parent_model, old, config.route_if_worse_by
+                )
             if decision is None or decision["route"]:
                 graph_model, routing = route_old_regions(
                     adapted.model, parent_model, old, new_cache, new.reference, config.seed

@@ -19,7 +19,9 @@ CONFIG_FILE = "adapt_config.yaml"
 CHECK_TILES = 500
 # Settings that change the shipped graph but not the fine-tune: a rerun differing only in these
 # reuses the finished fine-tune.
-EXPORT_ONLY_KEYS = frozenset({"route_old_regions", "variant", "timing_seconds", "timing_repeats"})
+EXPORT_ONLY_KEYS = frozenset(
+    {"route_old_regions", "route_if_worse_by", "variant", "timing_seconds", "timing_repeats"}
+)
 
 
 class AdaptOptimConfig(FinetuneOptimConfig):
@@ -76,7 +78,14 @@ class AdaptConfig(StrictModel):
         "logistic gate on the embedding that gives old-region tiles the parent's estimate (no "
         "forgetting; about twice the inference time; needs --old-data). 'auto': route when "
         "--old-data is given, the parent does not route itself, and the fine-tuned model errs "
-        "more than the parent on held-out old-region tiles (by over ROUTE_IF_WORSE_BY)",
+        "more than the parent on held-out old-region tiles (by over route_if_worse_by)",
+    )
+    route_if_worse_by: float = Field(
+        0.02,
+        gt=-1.0,
+        description="auto routes when the fine-tuned model's RMSE on one half of the old "
+        "regions' test splits exceeds the parent's by more than this share (negative: route "
+        "unless it is that much better)",
     )
     reference_tiles: int = Field(1000, ge=10, description="unlabelled new tiles as reference")
     calibration_tiles: int = Field(1000, ge=10, description="unlabelled new tiles calibrating")

@@ -13,7 +13,8 @@ backbone in every forward pass: about twice the inference time of the parent.
 ``route_old_regions=auto`` (the default) pays it only where the fine-tune forgot: it compares the
 fine-tuned model and the parent on one half of the old regions' test splits (labels neither
 model was fitted on; the other half gives the reported figures) and routes when the fine-tuned
-model's RMSE there exceeds the parent's by more than ``ROUTE_IF_WORSE_BY``.
+model's RMSE there exceeds the parent's by more than ``route_if_worse_by`` (relative; 0.02 by
+default, negative values route unless the fine-tune is better by that much).
 """
 
 from __future__ import annotations
@@ -35,8 +36,6 @@ GATE_L2 = 1e-3  # on standardised embeddings: keeps the gate soft where the regi
 GATE_ITERATIONS = 200
 GATE_TILES = 1000  # per side
 EMBED_BATCH = 64
-# auto routes when the fine-tuned model errs this much more (relative RMSE) on held-out old tiles.
-ROUTE_IF_WORSE_BY = 0.02
 
 
 class RoutedRegressor(nn.Module):
@@ -147,7 +146,10 @@ def embed_rows(model: VegetationRegressor, cache: TileCache, rows: np.ndarray) -
 
 
 def decide_routing(
-    adapted: VegetationRegressor, parent: VegetationRegressor, old: OldRegion
+    adapted: VegetationRegressor,
+    parent: VegetationRegressor,
+    old: OldRegion,
+    route_if_worse_by: float,
 ) -> dict[str, Any]:
     """Whether ``auto`` routes: both models' RMSE on the old regions' decision tiles.
 
@@ -155,10 +157,11 @@ def decide_routing(
         adapted: the fine-tuned model.
         parent: the bundle's own model.
         old: the old regions; their ``decision_positions`` into ``test_rows`` are the tiles.
+        route_if_worse_by: route when the fine-tuned model's relative RMSE excess is above it.
 
     Returns:
-        ``{"tiles", "rmse_parent", "rmse_adapted", "worse_by", "route"}``; ``route`` is true when
-        the fine-tuned model errs more than ``ROUTE_IF_WORSE_BY`` (relative) above the parent.
+        ``{"tiles", "rmse_parent", "rmse_adapted", "worse_by", "threshold", "route"}``;
+        ``route`` is true when ``worse_by`` (the relative RMSE excess) is above the threshold.
 
     Raises:
         ValueError: no labelled decision tiles.
@@ -183,8 +186,8 @@ def decide_routing(
         "rmse_parent": parent_rmse,
         "rmse_adapted": adapted_rmse,
         "worse_by": worse_by,
-        "threshold": ROUTE_IF_WORSE_BY,
-        "route": bool(worse_by > ROUTE_IF_WORSE_BY),
+        "threshold": route_if_worse_by,
+        "route": bool(worse_by > route_if_worse_by),
     }
 
 
