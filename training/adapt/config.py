@@ -81,11 +81,12 @@ class AdaptConfig(StrictModel):
         "more than the parent on held-out old-region tiles (by over route_if_worse_by)",
     )
     route_if_worse_by: float = Field(
-        0.02,
+        -0.02,
         gt=-1.0,
         description="auto routes when the fine-tuned model's RMSE on one half of the old "
-        "regions' test splits exceeds the parent's by more than this share (negative: route "
-        "unless it is that much better)",
+        "regions' test splits exceeds the parent's by more than this share; negative (default "
+        "-0.02): route unless the fine-tune is that much better (that half is one band of the "
+        "region and understates the forgetting measured over the whole region)",
     )
     reference_tiles: int = Field(1000, ge=10, description="unlabelled new tiles as reference")
     calibration_tiles: int = Field(1000, ge=10, description="unlabelled new tiles calibrating")
