@@ -4,6 +4,7 @@ Usage:
     python bench/adapt.py [--models models] [--old-data data/bench] [--ks 25,50,100]
         [--seeds 0,1,2] [--modalities s1grd,gssic] [--pool-tiles 2000] [--eval-tiles 1000]
         [--work runs/bench-adapt] [--max-epochs N] [--set KEY=VALUE ...] [--unreliable-weight W]
+        [--pool-seed 11] [--eval-seed 12]
 
 Per modality, with the packaged bundle ``models/{modality}-conus`` (it must carry trainable
 weights) and the benchmark it was fine-tuned on (``--old-data``, seed 0):
@@ -280,6 +281,12 @@ def main() -> int:
     parser.add_argument("--modalities", default="s1grd,gssic")
     parser.add_argument("--pool-tiles", type=int, default=2000)
     parser.add_argument("--eval-tiles", type=int, default=1000)
+    parser.add_argument(
+        "--pool-seed", type=int, default=POOL_SEED, help="simulation seed of the pool"
+    )
+    parser.add_argument(
+        "--eval-seed", type=int, default=EVAL_SEED, help="simulation seed of the independent tiles"
+    )
     parser.add_argument("--max-epochs", type=int, default=None)
     parser.add_argument("--work", type=Path, default=ROOT / "runs" / "bench-adapt")
     parser.add_argument(
@@ -306,9 +313,9 @@ def main() -> int:
     ks = [int(k) for k in args.ks.split(",")]
     seeds = [int(s) for s in args.seeds.split(",")]
     args.work.mkdir(parents=True, exist_ok=True)
-    pool = simulate_once(args.work / "pool", [NEW_REGION], args.pool_tiles, POOL_SEED)
+    pool = simulate_once(args.work / "pool", [NEW_REGION], args.pool_tiles, args.pool_seed)
     evaluation = simulate_once(
-        args.work / "independent", [OLD_REGION, NEW_REGION], args.eval_tiles, EVAL_SEED
+        args.work / "independent", [OLD_REGION, NEW_REGION], args.eval_tiles, args.eval_seed
     )
     results: list[dict[str, Any]] = []
     parent_conus_rmse: dict[str, float] = {}
@@ -341,8 +348,8 @@ def main() -> int:
     plot(results, args.work / "adapt.png")
     print(
         "\nSynthetic benchmark (simulated tiles). Figures on the independent folder "
-        f"({args.eval_tiles} tiles per region, seed {EVAL_SEED}); pool {args.pool_tiles} "
-        f"south_america tiles (seed {POOL_SEED}); mean +/- sd over seeds {seeds}.\n"
+        f"({args.eval_tiles} tiles per region, seed {args.eval_seed}); pool {args.pool_tiles} "
+        f"south_america tiles (seed {args.pool_seed}); mean +/- sd over seeds {seeds}.\n"
     )
     print("\n".join(summarise(results, parent_conus_rmse)))
     print(f"\nwrote {args.work / 'adapt.csv'} and {args.work / 'adapt.png'}")
