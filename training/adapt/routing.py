@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from training.cache import TileCache
+from training.evaluate import score_predictions
 from training.export import cap_positions
 from training.regressor import VegetationRegressor
 
@@ -168,9 +169,8 @@ def decide_routing(
         ValueError: no labelled decision tiles.
     """
     rows = np.concatenate(
-        [old.test_rows[r][p] for r, p in sorted(old.decision_positions.items()) if len(p)]
-        or [np.zeros(0, np.int64)]
-    )
+        [old.test_rows[r][p] for r, p in sorted(old.decision_positions.items())]
+    ).astype(np.int64)
     if not len(rows):
         raise ValueError(
             f"expected labelled test tiles of the old regions {old.regions} to decide on routing, "
@@ -178,7 +178,7 @@ def decide_routing(
         )
     truth = old.test_cache.vegetation_pct[rows]
     adapted_rmse, parent_rmse = (
-        float(np.sqrt(np.mean((model_outputs(m.eval(), old.test_cache, rows, 0) - truth) ** 2)))
+        score_predictions(truth, model_outputs(m.eval(), old.test_cache, rows, 0)).rmse
         for m in (adapted, parent)
     )
     worse_by = adapted_rmse / parent_rmse - 1.0 if parent_rmse > 0 else float("inf")
