@@ -168,6 +168,9 @@ def run_one(
         "conus_rmse_before": old["rmse_before"],
         "conus_rmse_after": old["rmse_after"],
         "alpha": manifest.ood.alpha,
+        # share of independent tiles inside their interval (target 1 - interval_alpha)
+        "sa_coverage_after": new.get("coverage_after"),
+        "conus_coverage_after": old.get("coverage_after"),
         "routed": is_routed(manifest.provenance.config["adapt"]),
         # auto's measure: the fine-tune's relative RMSE excess on held-out old-region tiles
         "auto_worse_by": (routing.get("decision") or {}).get("worse_by"),

@@ -302,6 +302,45 @@ def test_averaging_fits_the_stopping_share_early_stopping_keeps_it(loop, tmp_pat
         load_adapt_config(None, ["optim.max_epochs=2", "average_last_epochs=3"])
 
 
+def test_refit_fits_every_label_and_calibrates_on_the_first_fits_held_out_errors(
+    loop, tmp_path
+) -> None:
+    # The first fine-tune is the loop's own (its state is copied, so it is reused): only the
+    # refit on all 25 labels runs here.
+    work = tmp_path / "refit.work"
+    shutil.copytree(loop["adapted"].with_name(loop["adapted"].name + ".work"), work)
+    out = tmp_path / "refit"
+    config = FAST.model_copy(update={"refit_all_labels": True})
+    manifest = adapt_loop(loop, out, config, work_dir=work)
+    record = manifest.provenance.config["adapt"]
+    assert record["finetune"]["calibration_finetune"]["reused"] is True
+    assert record["finetune"]["reused"] is False
+    assert record["tiles"]["new_train"] == BUDGET and record["tiles"]["refit_all_labels"] is True
+    first = load_bundle_weights(loop["adapted"]).checkpoint["tiles"]
+    refit = load_bundle_weights(out).checkpoint["tiles"]
+
+    def new_tiles(tiles: list) -> set[tuple[str, str]]:
+        return {tuple(t) for t in tiles if t[0] == NEW_REGION}
+
+    held_out = new_tiles(first["calibration"])
+    assert len(held_out) == round(0.35 * BUDGET)
+    # Every label is fitted, and the weights no longer call the fitted tiles calibration ones.
+    assert new_tiles(refit["labelled"]) == new_tiles(first["labelled"]) | held_out
+    assert not new_tiles(refit["calibration"])
+    # The interval's labelled tiles: the refitted graph's embeddings, the first fit's estimates
+    # (the loop's bundle is that fit exported; torch against ONNX Runtime, to float error).
+    n_old = manifest.ood.calibration_counts[0]
+    rows = slice(n_old, n_old + len(held_out))
+    mine = load_bundle(out).reference.calibration
+    loops = load_bundle(loop["adapted"]).reference.calibration
+    np.testing.assert_array_equal(mine.vegetation_pct[rows], loops.vegetation_pct[rows])
+    np.testing.assert_allclose(mine.predicted_pct[rows], loops.predicted_pct[rows], atol=0.05)
+    assert not np.allclose(mine.embedding[rows], loops.embedding[rows], atol=1e-3)
+    card = (out / "MODEL_CARD.md").read_text()
+    assert "the shipped model was refitted on every label" in card
+    assert "refitted on: after is in-sample" in card
+
+
 def test_rehearsal_draws_fresh_old_tiles_every_epoch(loop, tmp_path) -> None:
     draws = rehearsal_draws(np.arange(3), np.arange(10, 30), 5, seed=0)
     first, second = draws(0), draws(1)

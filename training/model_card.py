@@ -144,7 +144,14 @@ def _adaptation_lines(manifest: BundleManifest) -> list[str]:
         f"Adapted from `{record['parent']['name']}` to {record['new_region']} with "
         f"{record['labels']['n']} labels ({tiles['new_train']} fine-tuned on, "
         f"{tiles['new_early_stopping']} early stopping, {tiles['new_calibration_labelled']} "
-        f"interval calibration), {tiles['old_rehearsal']} old-region tiles rehearsed. "
+        + (
+            "interval calibration: held out of a first fine-tune, whose errors on them calibrate "
+            "the interval and give the region's metrics; the shipped model was refitted on every "
+            "label"
+            if tiles.get("refit_all_labels")
+            else "interval calibration"
+        )
+        + f"), {tiles['old_rehearsal']} old-region tiles rehearsed. "
         f"In distribution: {', '.join(manifest.ood.in_distribution)}; the {record['new_region']} "
         f"reference and OOD calibration are {tiles['new_reference_unlabelled']} and "
         f"{tiles['new_calibration_unlabelled']} of its unlabelled tiles."

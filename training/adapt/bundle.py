@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -101,12 +102,16 @@ def write_adapted_bundle(
     cache_dir: Path | None,
     progress: bool,
     parent_model: VegetationRegressor | None = None,
+    held_out_pct: np.ndarray | None = None,
 ) -> BundleManifest:
     """Export, embed, re-calibrate, measure and write every file of the adapted bundle.
 
     With ``parent_model`` (and ``old``), the exported graph routes old-region tiles to it
     (``training.adapt.routing``; with ``route_old_regions=auto`` only where the fine-tuned model
     errs more on held-out old-region tiles); the weights file holds the fine-tuned model alone.
+    With ``held_out_pct`` (``refit_all_labels``: ``adapted`` was refitted on every label), the
+    labelled calibration tiles keep the graph's embeddings but these held-out estimates of the
+    first fine-tune, so the interval and the region's metrics rest on errors of tiles not fitted.
     """
     pm = parent.manifest
     stages = tqdm(
@@ -160,6 +165,10 @@ def write_adapted_bundle(
                 calibration[r] = outputs_of(session, old.cache, rows)
         references[region] = unlabelled(outputs_of(session, new_cache, new.reference))
         labelled_cal = outputs_of(session, new_cache, new.calibration, new.labels[new.calibration])
+        if held_out_pct is not None:
+            labelled_cal = dataclasses.replace(
+                labelled_cal, predicted_pct=np.asarray(held_out_pct, np.float32)
+            )
         ood_cal = unlabelled(outputs_of(session, new_cache, new.ood_calibration))
         calibration[region] = concat_references([labelled_cal, ood_cal])
         references = dict(sorted(references.items()))
@@ -187,7 +196,12 @@ def write_adapted_bundle(
                     | compare(before, after, old.test_cache, rows, None)
                 )
         evaluation.append(
-            {"region": region, "tiles": "the labelled calibration tiles (never fitted)"}
+            {
+                "region": region,
+                "tiles": "the labelled calibration tiles (never fitted)"
+                if held_out_pct is None
+                else "the labelled calibration tiles (refitted on: after is in-sample)",
+            }
             | compare(before, after, new_cache, new.calibration, new.labels[new.calibration])
         )
         if len(new.held_out):
@@ -261,7 +275,8 @@ def write_adapted_bundle(
             "old_data": None if old is None else "given",
             "config": config.model_dump(mode="json"),
             "tiles": {
-                "new_train": len(new.train),
+                "new_train": len(new.train) + (0 if held_out_pct is None else len(new.calibration)),
+                "refit_all_labels": held_out_pct is not None,
                 "new_early_stopping": len(new.early_stopping),
                 "new_calibration_labelled": len(new.calibration),
                 "new_reference_unlabelled": len(new.reference),

@@ -18,10 +18,11 @@ from training.adapt.bundle import write_adapted_bundle
 from training.adapt.config import (
     CONFIG_FILE,
     EXPORT_ONLY_KEYS,
+    REFIT_ONLY_KEYS,
     AdaptConfig,
     load_adapt_config,
 )
-from training.adapt.finetune import finetune_adapted, fingerprint
+from training.adapt.finetune import finetune_adapted, fingerprint, refit_on_all_labels
 from training.adapt.labels import read_labels
 from training.adapt.routing import is_routed
 from training.adapt.tiles import gather_old_region, split_new_region
@@ -126,9 +127,14 @@ def adapt(
         sorted(labels.items()),
         new_cache.key,
         None if old is None else old.cache.key,
-        config.model_dump(mode="json", exclude=set(EXPORT_ONLY_KEYS)),
+        config.model_dump(mode="json", exclude=set(EXPORT_ONLY_KEYS | REFIT_ONLY_KEYS)),
     )
     adapted, outcome = finetune_adapted(finetuned, new_cache, new, old, config, work, key, progress)
+    held_out_pct = None
+    if config.refit_all_labels:
+        adapted, outcome, held_out_pct = refit_on_all_labels(
+            finetuned, adapted, outcome, new_cache, new, old, config, work, key, progress
+        )
 
     return stage_bundle(
         out_dir,
@@ -145,6 +151,7 @@ def adapt(
             staging,
             out_dir.name,
             parent_model=finetuned.model if routable else None,
+            held_out_pct=held_out_pct,
             data_dir=data_dir,
             ood_data=None if ood_data is None else Path(ood_data),
             labels_path=labels_path,

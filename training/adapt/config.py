@@ -22,6 +22,9 @@ CHECK_TILES = 500
 EXPORT_ONLY_KEYS = frozenset(
     {"route_old_regions", "route_if_worse_by", "variant", "timing_seconds", "timing_repeats"}
 )
+# Settings that add a second fine-tune but leave the first as it was (it is reused).
+REFIT_ONLY_KEYS = frozenset({"refit_all_labels"})
+REFIT_DIR = "refit"
 
 
 class AdaptOptimConfig(FinetuneOptimConfig):
@@ -87,6 +90,12 @@ class AdaptConfig(StrictModel):
         "regions' test splits exceeds the parent's by more than this share; negative (default "
         "-0.02): route unless the fine-tune is that much better (that half is one band of the "
         "region and understates the forgetting measured over the whole region)",
+    )
+    refit_all_labels: bool = Field(
+        False,
+        description="fine-tune twice: once without the labelled calibration tiles, whose "
+        "held-out errors calibrate the interval, then on every label, which is the model shipped "
+        "(twice the fine-tuning time; the interval is that of the first, smaller fit)",
     )
     reference_tiles: int = Field(1000, ge=10, description="unlabelled new tiles as reference")
     calibration_tiles: int = Field(1000, ge=10, description="unlabelled new tiles calibrating")

@@ -7,13 +7,15 @@ import hashlib
 import json
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from training.adapt.config import FINETUNE_FILE, AdaptConfig
+from training.adapt.config import FINETUNE_FILE, REFIT_DIR, AdaptConfig
+from training.adapt.routing import model_outputs
 from training.adapt.tiles import NewRegionTiles, OldRegion, stack_rows
 from training.cache import TileCache
 from training.export import (
@@ -160,3 +162,46 @@ def finetune_adapted(
         "summary": summary,
     }
     return FinetunedModel(model=model, checkpoint=checkpoint, path=saved), outcome
+
+
+def refit_on_all_labels(
+    finetuned: FinetunedModel,
+    calibration_fit: FinetunedModel,
+    calibration_outcome: dict[str, Any],
+    new_cache: TileCache,
+    new: NewRegionTiles,
+    old: OldRegion | None,
+    config: AdaptConfig,
+    work_dir: Path,
+    key: str,
+    progress: bool,
+) -> tuple[FinetunedModel, dict[str, Any], np.ndarray]:
+    """The second fine-tune of ``refit_all_labels``: from the bundle's weights, on every label.
+
+    ``calibration_fit`` was fitted without ``new.calibration``; its estimates there are the
+    held-out errors the interval is calibrated on. With few labels, fitting the calibration tiles
+    too helps more than it costs: the interval of the smaller fit is expected to be, if anything,
+    wider than the refitted model needs (expected, not guaranteed: watch the measured coverage).
+
+    Returns:
+        ``(refitted model, outcome, held-out estimates (n_calibration,) of the first fit)``.
+    """
+    held_out_pct = model_outputs(calibration_fit.model, new_cache, new.calibration, 0)
+    # The calibration tiles are fitted now: the weights must not record them as calibration,
+    # or a later adaptation from this bundle would calibrate on fitted tiles.
+    everything = replace(
+        new,
+        train=np.sort(np.concatenate([new.train, new.calibration])),
+        calibration=np.zeros(0, np.int64),
+    )
+    refit, outcome = finetune_adapted(
+        finetuned,
+        new_cache,
+        everything,
+        old,
+        config,
+        work_dir / REFIT_DIR,
+        fingerprint(key, "refit on all labels"),
+        progress,
+    )
+    return refit, outcome | {"calibration_finetune": calibration_outcome}, held_out_pct
