@@ -36,7 +36,12 @@ The score becomes a conformal p-value against the calibration scores and
 ``unreliable = p_value < alpha``.
 The interval is normalised split conformal (:mod:`sarveg.conformal`) with difficulty
 ``knn_distance`` (the same mean k-NN distance, so intervals widen away from the reference) or
-``knn_residual`` (mean absolute error of the k nearest reference tiles).
+``knn_residual`` (mean absolute error of the k nearest reference tiles). With several
+in-distribution regions (an adapted bundle) it is Mondrian: a tile's category is the region
+whose reference is nearest by mean k-NN distance (a fixed function of the tile), and each
+category's quantile comes from the labelled calibration tiles of that category alone. A pooled
+quantile would be set by the region with most labelled calibration tiles (a thousand old-region
+tiles against a few new-region ones) and under-cover the other.
 
 **Per set** (a scene, a batch, a region). ``swd_by_region`` is the set-level SWD_2 at
 ``ood.n_projections`` fixed directions against reference projections sorted once and cached: a
@@ -148,8 +153,11 @@ class InDistributionScore:
 
     def score(
         self, embedding: np.ndarray, nearest: Mapping[str, np.ndarray] | None = None
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Return the scores ``(B, R_in)`` (columns: :attr:`regions`) and difficulty ``(B,)``.
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Return the scores ``(B, R_in)``, the difficulty ``(B,)`` and the category ``(B,)``.
+
+        Score columns are :attr:`regions`; the category is the column of the region whose
+        reference is nearest (the interval's Mondrian category).
 
         Args:
             embedding: ``(B, D)`` tile embeddings.
@@ -177,10 +185,10 @@ class InDistributionScore:
                     distances = self.indexes[region].search(embedding)[0]
                 nearness.append(distances.mean(axis=1))
         if len(self.regions) == 1:
-            return scores[0][:, None], difficulties[0]
-        nearest = np.argmin(np.stack(nearness, axis=1), axis=1)  # (B,)
-        difficulty = np.stack(difficulties, axis=1)[np.arange(len(nearest)), nearest]
-        return np.stack(scores, axis=1), difficulty
+            return scores[0][:, None], difficulties[0], np.zeros(len(embedding), np.int64)
+        category = np.argmin(np.stack(nearness, axis=1), axis=1)  # (B,)
+        difficulty = np.stack(difficulties, axis=1)[np.arange(len(category)), category]
+        return np.stack(scores, axis=1), difficulty, category
 
 
 def block_scores(
@@ -335,8 +343,14 @@ class OODScorer:
         ]
         residuals = np.asarray(reference.calibration.abs_error_norm, np.float64)
         # Unlabelled calibration tiles (adapted bundles) calibrate the p-value, not the interval.
-        self.interval_quantile = conformal_quantile(
-            residuals[np.isfinite(residuals)], settings.interval_alpha
+        labelled = np.isfinite(residuals)
+        category = (
+            self.in_distribution.score(reference.calibration.embedding)[2]
+            if len(self.in_distribution.regions) > 1
+            else np.zeros(len(residuals), np.int64)
+        )
+        self.interval_quantiles = interval_quantiles(
+            residuals, labelled, category, len(self.in_distribution.regions), settings
         )
         self._projections: np.ndarray | None = None  # (P, D), drawn on first set scoring
         self._sorted: dict[str, np.ndarray] = {}  # region -> (P, n_r) sorted projections
@@ -378,11 +392,11 @@ class OODScorer:
             for i, r in enumerate(self.regions)
             if r in self.in_distribution.regions
         }
-        scores, difficulty = self.in_distribution.score(x, nearest)  # (B, R_in), (B,)
+        scores, difficulty, category = self.in_distribution.score(x, nearest)  # (B, R_in), (B,)
         p_value, best = best_p_values(scores, self.calibration_by_region)
         score = scores[np.arange(len(best)), best]  # against the region that fits best
         low, high = predict_intervals(
-            yhat, difficulty, self.interval_quantile, self.settings.difficulty_eps
+            yhat, difficulty, self.interval_quantiles[category], self.settings.difficulty_eps
         )
         return TileOODBatch(
             regions=self.regions,
@@ -433,7 +447,7 @@ class OODScorer:
         self.prepare_set_scoring()
         assert self._projections is not None
         swd = set_swd_sorted(x, self._projections, [self._sorted[r] for r in self.regions])
-        tile_scores, _ = self.in_distribution.score(x)  # (N, R_in)
+        tile_scores = self.in_distribution.score(x)[0]  # (N, R_in)
         tile_p, _ = best_p_values(tile_scores, self.calibration_by_region)
         # The set is in distribution if it is drawn like one in-distribution region's tiles.
         p_value = max(
@@ -461,6 +475,26 @@ def require_disjoint(
         raise ValueError(f"expected {name} tiles disjoint from {other_name}, found {shared} shared")
 
 
+def interval_quantiles(
+    residuals: np.ndarray,
+    labelled: np.ndarray,
+    category: np.ndarray,
+    n_categories: int,
+    settings: OODCalibration,
+) -> np.ndarray:
+    """The interval's conformal quantile per category ``(n_categories,)`` (Mondrian).
+
+    A category without labelled calibration tiles, or with too few for the level, gets ``inf``:
+    an interval over the whole label range, rather than one borrowed from another region.
+    """
+    quantiles = np.full(n_categories, math.inf)
+    for c in range(n_categories):
+        own = residuals[labelled & (category == c)]
+        if own.size:
+            quantiles[c] = conformal_quantile(own, settings.interval_alpha)
+    return quantiles
+
+
 def describe_method(settings: OODCalibration, n_reference: int) -> str:
     """Return the human-readable method description stored in ``ood.method``."""
     return (
@@ -479,7 +513,9 @@ def describe_method(settings: OODCalibration, n_reference: int) -> str:
             f" In distribution: {', '.join(settings.in_distribution)}, each scored against its "
             f"own reference and calibrated on its own block of calibration tiles "
             f"({', '.join(map(str, settings.calibration_blocks))}); a tile's p-value is the "
-            "largest of its per-region p-values, a set's the largest per-region rank-sum p."
+            "largest of its per-region p-values, a set's the largest per-region rank-sum p. "
+            "Interval per category (Mondrian): a tile takes the quantile of the labelled "
+            "calibration tiles whose nearest reference is the same region as its own."
             if len(settings.in_distribution) > 1
             else ""
         )
@@ -527,7 +563,7 @@ def calibrate_ood(
     for region in ood.in_distribution:
         name = "the fine-tuning" if region == fine_tuning_region else f"the {region}"
         require_disjoint(pooled, regions[region], "calibration", f"{name} reference")
-    scores, difficulty = InDistributionScore(regions, ood).score(pooled.embedding)
+    scores, difficulty, _ = InDistributionScore(regions, ood).score(pooled.embedding)
     residuals = normalise_residuals(
         pooled.vegetation_pct, pooled.predicted_pct, difficulty, ood.difficulty_eps
     )

@@ -404,3 +404,44 @@ def test_reused_membership_neighbours_give_the_searched_scores(
     batch = scorer.score_batch(x, synthetic_world["evaluation"].predicted_pct[:80])
     expected = conformal_p_values(fresh[0][:, 0], arrays.calibration.score)
     np.testing.assert_array_equal(batch.p_value, expected)
+
+
+def test_two_in_distribution_regions_each_get_their_own_interval(
+    rng: np.random.Generator,
+) -> None:
+    """Mondrian intervals: a few labelled new-region tiles are not outvoted by many old ones."""
+    old_centres = rng.standard_normal((4, DIM)) * 3.0
+    new_centres = rng.standard_normal((4, DIM)) * 3.0
+    new_centres[:, 1:] += 8.0  # far from the old region, with labels in the same range
+    old_ref, old_cal, old_eval = split(make_region(rng, old_centres, 2600), 1000, 600, 1000)
+    # The new region errs three times as much and has 40 labelled calibration tiles.
+    new_ref, new_cal, new_eval = split(
+        make_region(rng, new_centres, 2040, error_sd=9.0), 1000, 40, 1000
+    )
+    regions = {"old": old_ref, "new": new_ref}
+    arrays, ood = calibrate_ood(regions, "new", {"old": old_cal, "new": new_cal})
+    scorer = OODScorer(arrays, ood)
+    assert np.isfinite(scorer.interval_quantiles).all()
+    assert scorer.interval_quantiles[1] > 2.0 * scorer.interval_quantiles[0]
+    covered = {}
+    for name, group in (("old", old_eval), ("new", new_eval)):
+        batch = scorer.score_batch(group.embedding, group.predicted_pct)
+        low, high = batch.interval_low, batch.interval_high
+        covered[name] = interval_coverage(group.vegetation_pct, low, high)
+    # 600 tiles pin the old region's level; 40 give at least it, up to 1 - 0.1 + 1/41 expected.
+    assert covered["old"] == pytest.approx(0.90, abs=0.03)
+    assert 0.85 <= covered["new"] <= 0.99
+    # One quantile pooled over both regions' residuals is the old region's, and under-covers.
+    pooled = conformal_quantile(arrays.calibration.abs_error_norm, 0.1)
+    assert pooled == pytest.approx(scorer.interval_quantiles[0], rel=0.1)
+    difficulty = scorer.in_distribution.score(new_eval.embedding)[1]
+    low, high = predict_intervals(new_eval.predicted_pct, difficulty, pooled)
+    assert interval_coverage(new_eval.vegetation_pct, low, high) < 0.8
+    # Without labelled tiles of its own, a region's intervals span the whole label range.
+    unlabelled = RegionReference(
+        new_cal.embedding, np.full(40, np.nan, np.float32), new_cal.predicted_pct
+    )
+    arrays, ood = calibrate_ood(regions, "new", {"old": old_cal, "new": unlabelled})
+    batch = OODScorer(arrays, ood).score_batch(new_eval.embedding[:50], new_eval.predicted_pct[:50])
+    np.testing.assert_array_equal(batch.interval_low, 0.0)
+    np.testing.assert_array_equal(batch.interval_high, 100.0)
