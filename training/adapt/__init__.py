@@ -14,9 +14,10 @@ What goes where (``N`` = the new region, ``O`` = the region(s) the bundle was fi
   ``average_last_epochs=0``, ``early_stopping_fraction`` (15 %) joins the early-stopping set
   instead of being fitted). At least ``minimum_labels()`` (25 with the
   defaults: 35 % of them must be the 9 calibration tiles, the fewest for which a 90 %
-  split-conformal interval is finite) or the command refuses. With ``refit_all_labels`` the
-  fine-tune runs twice: first as above, then on every label (the model shipped); the interval
-  is calibrated on the first fit's errors on the calibration tiles, which it never fitted.
+  split-conformal interval is finite) or the command refuses. With ``refit_all_labels`` (the
+  default) the fine-tune runs twice: first as above, then on every label (the model shipped);
+  the interval is calibrated on the first fit's errors on the calibration tiles, which it never
+  fitted (``refit_all_labels=false``: one fine-tune, the calibration tiles never fitted).
 - **fine-tuning** starts from the bundle's own weights (``weights.safetensors``). With
   ``--old-data`` (the folder the bundle was fine-tuned on) up to ``rehearsal_tiles`` of O's
   labelled train tiles, recorded in the weights, are mixed in (rehearsal, against forgetting),

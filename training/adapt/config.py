@@ -92,10 +92,11 @@ class AdaptConfig(StrictModel):
         "region and understates the forgetting measured over the whole region)",
     )
     refit_all_labels: bool = Field(
-        False,
+        True,
         description="fine-tune twice: once without the labelled calibration tiles, whose "
         "held-out errors calibrate the interval, then on every label, which is the model shipped "
-        "(twice the fine-tuning time; the interval is that of the first, smaller fit)",
+        "(twice the fine-tuning time; the interval is that of the first, smaller fit); false: "
+        "one fine-tune, the calibration tiles never fitted (the default before)",
     )
     reference_tiles: int = Field(1000, ge=10, description="unlabelled new tiles as reference")
     calibration_tiles: int = Field(1000, ge=10, description="unlabelled new tiles calibrating")
